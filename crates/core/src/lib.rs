@@ -4,6 +4,7 @@
 
 pub mod domain;
 pub mod phone;
+pub mod setup;
 pub mod validate;
 
 pub use domain::{Channel, Domain, ExhaustionPolicy, NumberKind, Role, TimeZoneName};

@@ -1,0 +1,628 @@
+//! Accounts, API tokens and the setup resources (sites, pools, sources, numbers).
+//! Every read and write of a resource is scoped to its account.
+
+use calltrail_core::setup::{NumberSpec, PoolSpec, SiteSpec, SourceSpec};
+use calltrail_core::{Invalid, NumberKind};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::{from_ms, ms, new_id, Account, ApiToken, Page, Pool, Result, Site, Source, Store, StoreError, TrackingNumber};
+
+/// Longest page a list returns.
+pub const MAX_PAGE: u32 = 500;
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// SHA-256 of an API token; tokens are random and long, so a fast hash is enough.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn json_list(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+fn parse_list(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn site_row(r: &AnyRow) -> Result<Site> {
+    Ok(Site {
+        id: r.try_get("id")?,
+        account_id: r.try_get("account_id")?,
+        name: r.try_get("name")?,
+        domains: parse_list(&r.try_get::<String, _>("domains")?),
+        timezone: r.try_get("timezone")?,
+        default_region: r.try_get("default_region")?,
+        site_numbers: parse_list(&r.try_get::<String, _>("site_numbers")?),
+        forward_to: r.try_get("forward_to")?,
+        public_key: r.try_get("public_key")?,
+        created_at: from_ms(r.try_get("created_at")?),
+        updated_at: from_ms(r.try_get("updated_at")?),
+    })
+}
+
+fn pool_row(r: &AnyRow) -> Result<Pool> {
+    Ok(Pool {
+        id: r.try_get("id")?,
+        site_id: r.try_get("site_id")?,
+        name: r.try_get("name")?,
+        hold_minutes: r.try_get("hold_minutes")?,
+        on_exhaustion: r.try_get("on_exhaustion")?,
+        created_at: from_ms(r.try_get("created_at")?),
+        updated_at: from_ms(r.try_get("updated_at")?),
+    })
+}
+
+fn source_row(r: &AnyRow) -> Result<Source> {
+    Ok(Source {
+        id: r.try_get("id")?,
+        site_id: r.try_get("site_id")?,
+        name: r.try_get("name")?,
+        channel: r.try_get("channel")?,
+        description: r.try_get("description")?,
+        created_at: from_ms(r.try_get("created_at")?),
+        updated_at: from_ms(r.try_get("updated_at")?),
+    })
+}
+
+fn number_row(r: &AnyRow) -> Result<TrackingNumber> {
+    Ok(TrackingNumber {
+        id: r.try_get("id")?,
+        site_id: r.try_get("site_id")?,
+        number: r.try_get("number")?,
+        kind: r.try_get("kind")?,
+        pool_id: r.try_get("pool_id")?,
+        source: r.try_get("source")?,
+        created_at: from_ms(r.try_get("created_at")?),
+        updated_at: from_ms(r.try_get("updated_at")?),
+    })
+}
+
+const SITE_COLS: &str = "id, account_id, name, domains, timezone, default_region, site_numbers, \
+                         forward_to, public_key, created_at, updated_at";
+const POOL_COLS: &str = "id, site_id, name, hold_minutes, on_exhaustion, created_at, updated_at";
+const SOURCE_COLS: &str = "id, site_id, name, channel, description, created_at, updated_at";
+const NUMBER_COLS: &str = "id, site_id, number, kind, pool_id, source, created_at, updated_at";
+
+/// The child resources of a site share one shape of query; this names each one's table.
+#[derive(Clone, Copy)]
+struct Child {
+    table: &'static str,
+    cols: &'static str,
+    what: &'static str,
+}
+
+const POOLS: Child = Child { table: "pools", cols: POOL_COLS, what: "pool" };
+const SOURCES: Child = Child { table: "sources", cols: SOURCE_COLS, what: "source" };
+const NUMBERS: Child = Child { table: "tracking_numbers", cols: NUMBER_COLS, what: "tracking number" };
+
+impl Store {
+    // ----- accounts and tokens -----
+
+    pub async fn create_account(&self, name: &str) -> Result<Account> {
+        let name = calltrail_core::validate::name(name, 200).map_err(|e| e.under("name"))?;
+        let acc = Account {
+            id: new_id(),
+            name,
+            created_at: crate::now(),
+        };
+        let _g = self.write_guard().await;
+        sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(&acc.id)
+            .bind(&acc.name)
+            .bind(ms(acc.created_at))
+            .execute(&self.pool)
+            .await?;
+        Ok(acc)
+    }
+
+    pub async fn get_account(&self, id: &str) -> Result<Account> {
+        let r = sqlx::query("SELECT id, name, created_at FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("account"))?;
+        Ok(Account {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            created_at: from_ms(r.try_get("created_at")?),
+        })
+    }
+
+    /// A new API token for the account; the plain token is returned once and stored hashed.
+    pub async fn create_token(&self, account_id: &str, name: &str) -> Result<(ApiToken, String)> {
+        self.get_account(account_id).await?;
+        let plain = format!("ctt_{}", random_hex(24));
+        let tok = ApiToken {
+            id: new_id(),
+            account_id: account_id.to_owned(),
+            name: calltrail_core::validate::name(name, 200).map_err(|e| e.under("name"))?,
+            created_at: crate::now(),
+        };
+        let _g = self.write_guard().await;
+        sqlx::query(
+            "INSERT INTO api_tokens (id, account_id, name, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&tok.id)
+        .bind(&tok.account_id)
+        .bind(&tok.name)
+        .bind(token_hash(&plain))
+        .bind(ms(tok.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok((tok, plain))
+    }
+
+    /// The account an API token belongs to, if the token is known and not revoked.
+    pub async fn authenticate_token(&self, plain: &str) -> Result<Option<String>> {
+        let r = sqlx::query("SELECT account_id FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
+            .bind(token_hash(plain))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match r {
+            Some(r) => Some(r.try_get("account_id")?),
+            None => None,
+        })
+    }
+
+    pub async fn revoke_token(&self, account_id: &str, token_id: &str) -> Result<()> {
+        let _g = self.write_guard().await;
+        let n = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE account_id = $2 AND id = $3 AND revoked_at IS NULL")
+            .bind(ms(crate::now()))
+            .bind(account_id)
+            .bind(token_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound("token"));
+        }
+        Ok(())
+    }
+
+    // ----- sites -----
+
+    pub async fn create_site(&self, account_id: &str, spec: &SiteSpec) -> Result<Site> {
+        let now = crate::now();
+        let site = Site {
+            id: new_id(),
+            account_id: account_id.to_owned(),
+            name: spec.name.clone(),
+            domains: spec.domains.iter().map(|d| d.as_str().to_owned()).collect(),
+            timezone: spec.timezone.as_str().to_owned(),
+            default_region: spec.default_region.as_str().to_owned(),
+            site_numbers: spec.site_numbers.iter().map(|p| p.as_str().to_owned()).collect(),
+            forward_to: spec.forward_to.as_ref().map(|p| p.as_str().to_owned()),
+            public_key: format!("ctk_{}", random_hex(12)),
+            created_at: now,
+            updated_at: now,
+        };
+        let _g = self.write_guard().await;
+        sqlx::query(&format!(
+            "INSERT INTO sites ({SITE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        ))
+        .bind(&site.id)
+        .bind(&site.account_id)
+        .bind(&site.name)
+        .bind(json_list(&site.domains))
+        .bind(&site.timezone)
+        .bind(&site.default_region)
+        .bind(json_list(&site.site_numbers))
+        .bind(site.forward_to.clone())
+        .bind(&site.public_key)
+        .bind(ms(now))
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(site)
+    }
+
+    pub async fn get_site(&self, account_id: &str, site_id: &str) -> Result<Site> {
+        let r = sqlx::query(&format!("SELECT {SITE_COLS} FROM sites WHERE account_id = $1 AND id = $2"))
+            .bind(account_id)
+            .bind(site_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("site"))?;
+        site_row(&r)
+    }
+
+    /// The site a snippet's public key names (no account scope: the key is the scope).
+    pub async fn site_by_public_key(&self, key: &str) -> Result<Option<Site>> {
+        let r = sqlx::query(&format!("SELECT {SITE_COLS} FROM sites WHERE public_key = $1"))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(site_row).transpose()
+    }
+
+    pub async fn list_sites(&self, account_id: &str, cursor: Option<&str>, limit: u32) -> Result<Page<Site>> {
+        let sql = format!("SELECT {SITE_COLS} FROM sites WHERE account_id = $1 AND id > $2 ORDER BY id LIMIT $3");
+        self.page(&sql, &[account_id], cursor, limit, site_row, |s| &s.id).await
+    }
+
+    pub async fn update_site(&self, account_id: &str, site_id: &str, spec: &SiteSpec) -> Result<Site> {
+        let domains: Vec<String> = spec.domains.iter().map(|d| d.as_str().to_owned()).collect();
+        let numbers: Vec<String> = spec.site_numbers.iter().map(|p| p.as_str().to_owned()).collect();
+        let _g = self.write_guard().await;
+        let n = sqlx::query(
+            "UPDATE sites SET name = $1, domains = $2, timezone = $3, default_region = $4, \
+             site_numbers = $5, forward_to = $6, updated_at = $7 WHERE account_id = $8 AND id = $9",
+        )
+        .bind(&spec.name)
+        .bind(json_list(&domains))
+        .bind(spec.timezone.as_str())
+        .bind(spec.default_region.as_str())
+        .bind(json_list(&numbers))
+        .bind(spec.forward_to.as_ref().map(|p| p.as_str().to_owned()))
+        .bind(ms(crate::now()))
+        .bind(account_id)
+        .bind(site_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        drop(_g);
+        if n == 0 {
+            return Err(StoreError::NotFound("site"));
+        }
+        self.get_site(account_id, site_id).await
+    }
+
+    /// Delete a site with everything under it.
+    pub async fn delete_site(&self, account_id: &str, site_id: &str) -> Result<()> {
+        let _g = self.write_guard().await;
+        let mut tx = self.pool.begin().await?;
+        let found = sqlx::query("SELECT id FROM sites WHERE account_id = $1 AND id = $2")
+            .bind(account_id)
+            .bind(site_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if found.is_none() {
+            return Err(StoreError::NotFound("site"));
+        }
+        // Children first: numbers reference pools.
+        for table in ["tracking_numbers", "pools", "sources", "sites"] {
+            let col = if table == "sites" { "id" } else { "site_id" };
+            sqlx::query(&format!("DELETE FROM {table} WHERE {col} = $1"))
+                .bind(site_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ----- the shared shape of a site's children -----
+
+    async fn page<T>(
+        &self,
+        sql: &str,
+        scope: &[&str],
+        cursor: Option<&str>,
+        limit: u32,
+        map: fn(&AnyRow) -> Result<T>,
+        id_of: fn(&T) -> &str,
+    ) -> Result<Page<T>> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut q = sqlx::query(sql);
+        for s in scope {
+            q = q.bind(*s);
+        }
+        let rows = q
+            .bind(cursor.unwrap_or(""))
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut items = rows.iter().map(map).collect::<Result<Vec<T>>>()?;
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|t| id_of(t).to_owned())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn list_child<T>(
+        &self,
+        c: Child,
+        account_id: &str,
+        site_id: &str,
+        cursor: Option<&str>,
+        limit: u32,
+        map: fn(&AnyRow) -> Result<T>,
+        id_of: fn(&T) -> &str,
+    ) -> Result<Page<T>> {
+        self.get_site(account_id, site_id).await?;
+        let sql = format!(
+            "SELECT {} FROM {} WHERE account_id = $1 AND site_id = $2 AND id > $3 ORDER BY id LIMIT $4",
+            c.cols, c.table
+        );
+        self.page(&sql, &[account_id, site_id], cursor, limit, map, id_of).await
+    }
+
+    async fn get_child<T>(&self, c: Child, account_id: &str, id: &str, map: fn(&AnyRow) -> Result<T>) -> Result<T> {
+        let r = sqlx::query(&format!("SELECT {} FROM {} WHERE account_id = $1 AND id = $2", c.cols, c.table))
+            .bind(account_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound(c.what))?;
+        map(&r)
+    }
+
+    async fn delete_child(&self, c: Child, account_id: &str, id: &str) -> Result<()> {
+        let _g = self.write_guard().await;
+        let n = sqlx::query(&format!("DELETE FROM {} WHERE account_id = $1 AND id = $2", c.table))
+            .bind(account_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound(c.what));
+        }
+        Ok(())
+    }
+
+    // ----- pools -----
+
+    pub async fn create_pool(&self, account_id: &str, site_id: &str, spec: &PoolSpec) -> Result<Pool> {
+        self.get_site(account_id, site_id).await?;
+        let now = crate::now();
+        let id = new_id();
+        let _g = self.write_guard().await;
+        sqlx::query(&format!(
+            "INSERT INTO pools (account_id, {POOL_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .bind(account_id)
+        .bind(&id)
+        .bind(site_id)
+        .bind(&spec.name)
+        .bind(i64::from(spec.hold_minutes))
+        .bind(spec.on_exhaustion.as_str())
+        .bind(ms(now))
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| pool_conflict(e, &spec.name))?;
+        drop(_g);
+        self.get_pool(account_id, &id).await
+    }
+
+    pub async fn get_pool(&self, account_id: &str, pool_id: &str) -> Result<Pool> {
+        self.get_child(POOLS, account_id, pool_id, pool_row).await
+    }
+
+    pub async fn list_pools(&self, account_id: &str, site_id: &str, cursor: Option<&str>, limit: u32) -> Result<Page<Pool>> {
+        self.list_child(POOLS, account_id, site_id, cursor, limit, pool_row, |p| &p.id).await
+    }
+
+    pub async fn update_pool(&self, account_id: &str, pool_id: &str, spec: &PoolSpec) -> Result<Pool> {
+        let _g = self.write_guard().await;
+        let n = sqlx::query(
+            "UPDATE pools SET name = $1, hold_minutes = $2, on_exhaustion = $3, updated_at = $4 \
+             WHERE account_id = $5 AND id = $6",
+        )
+        .bind(&spec.name)
+        .bind(i64::from(spec.hold_minutes))
+        .bind(spec.on_exhaustion.as_str())
+        .bind(ms(crate::now()))
+        .bind(account_id)
+        .bind(pool_id)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| pool_conflict(e, &spec.name))?
+        .rows_affected();
+        drop(_g);
+        if n == 0 {
+            return Err(StoreError::NotFound("pool"));
+        }
+        self.get_pool(account_id, pool_id).await
+    }
+
+    /// Delete a pool that no number belongs to any more.
+    pub async fn delete_pool(&self, account_id: &str, pool_id: &str) -> Result<()> {
+        self.get_pool(account_id, pool_id).await?;
+        let r = sqlx::query("SELECT COUNT(*) AS n FROM tracking_numbers WHERE pool_id = $1")
+            .bind(pool_id)
+            .fetch_one(&self.pool)
+            .await?;
+        let n: i64 = r.try_get("n")?;
+        if n > 0 {
+            return Err(StoreError::Conflict(format!(
+                "the pool still has {n} number(s); delete or move them first"
+            )));
+        }
+        self.delete_child(POOLS, account_id, pool_id).await
+    }
+
+    // ----- sources -----
+
+    pub async fn create_source(&self, account_id: &str, site_id: &str, spec: &SourceSpec) -> Result<Source> {
+        self.get_site(account_id, site_id).await?;
+        let now = crate::now();
+        let id = new_id();
+        let _g = self.write_guard().await;
+        sqlx::query(&format!(
+            "INSERT INTO sources (account_id, {SOURCE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .bind(account_id)
+        .bind(&id)
+        .bind(site_id)
+        .bind(&spec.name)
+        .bind(spec.channel.as_str())
+        .bind(spec.description.clone())
+        .bind(ms(now))
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| source_conflict(e, &spec.name))?;
+        drop(_g);
+        self.get_source(account_id, &id).await
+    }
+
+    pub async fn get_source(&self, account_id: &str, id: &str) -> Result<Source> {
+        self.get_child(SOURCES, account_id, id, source_row).await
+    }
+
+    pub async fn list_sources(&self, account_id: &str, site_id: &str, cursor: Option<&str>, limit: u32) -> Result<Page<Source>> {
+        self.list_child(SOURCES, account_id, site_id, cursor, limit, source_row, |s| &s.id).await
+    }
+
+    pub async fn update_source(&self, account_id: &str, id: &str, spec: &SourceSpec) -> Result<Source> {
+        let _g = self.write_guard().await;
+        let n = sqlx::query(
+            "UPDATE sources SET name = $1, channel = $2, description = $3, updated_at = $4 \
+             WHERE account_id = $5 AND id = $6",
+        )
+        .bind(&spec.name)
+        .bind(spec.channel.as_str())
+        .bind(spec.description.clone())
+        .bind(ms(crate::now()))
+        .bind(account_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| source_conflict(e, &spec.name))?
+        .rows_affected();
+        drop(_g);
+        if n == 0 {
+            return Err(StoreError::NotFound("source"));
+        }
+        self.get_source(account_id, id).await
+    }
+
+    pub async fn delete_source(&self, account_id: &str, id: &str) -> Result<()> {
+        self.delete_child(SOURCES, account_id, id).await
+    }
+
+    // ----- tracking numbers -----
+
+    /// Check that a number's pool is in its site, and that a pool has one fallback at most.
+    async fn check_number(&self, account_id: &str, site_id: &str, spec: &NumberSpec, except: Option<&str>) -> Result<()> {
+        let Some(pool_id) = spec.pool_id.as_deref() else {
+            return Ok(());
+        };
+        let pool = self.get_pool(account_id, pool_id).await.map_err(|_| {
+            Invalid::field("pool_id", format!("no pool `{pool_id}` in this site"))
+        })?;
+        if pool.site_id != site_id {
+            return Err(Invalid::field("pool_id", format!("no pool `{pool_id}` in this site")).into());
+        }
+        if spec.kind == NumberKind::Fallback {
+            let r = sqlx::query(
+                "SELECT number FROM tracking_numbers WHERE pool_id = $1 AND kind = 'fallback' AND id <> $2",
+            )
+            .bind(pool_id)
+            .bind(except.unwrap_or(""))
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(r) = r {
+                let existing: String = r.try_get("number")?;
+                return Err(StoreError::Conflict(format!(
+                    "pool `{}` already has the fallback number {existing}",
+                    pool.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn create_number(&self, account_id: &str, site_id: &str, spec: &NumberSpec) -> Result<TrackingNumber> {
+        self.get_site(account_id, site_id).await?;
+        let _g = self.write_guard().await;
+        self.check_number(account_id, site_id, spec, None).await?;
+        let now = crate::now();
+        let id = new_id();
+        sqlx::query(&format!(
+            "INSERT INTO tracking_numbers (account_id, {NUMBER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(account_id)
+        .bind(&id)
+        .bind(site_id)
+        .bind(spec.number.as_str())
+        .bind(spec.kind.as_str())
+        .bind(spec.pool_id.clone())
+        .bind(spec.source.clone())
+        .bind(ms(now))
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| number_conflict(e, spec))?;
+        drop(_g);
+        self.get_number(account_id, &id).await
+    }
+
+    pub async fn get_number(&self, account_id: &str, id: &str) -> Result<TrackingNumber> {
+        self.get_child(NUMBERS, account_id, id, number_row).await
+    }
+
+    pub async fn list_numbers(&self, account_id: &str, site_id: &str, cursor: Option<&str>, limit: u32) -> Result<Page<TrackingNumber>> {
+        self.list_child(NUMBERS, account_id, site_id, cursor, limit, number_row, |n| &n.id).await
+    }
+
+    pub async fn update_number(&self, account_id: &str, id: &str, spec: &NumberSpec) -> Result<TrackingNumber> {
+        let current = self.get_number(account_id, id).await?;
+        let _g = self.write_guard().await;
+        self.check_number(account_id, &current.site_id, spec, Some(id)).await?;
+        sqlx::query(
+            "UPDATE tracking_numbers SET number = $1, kind = $2, pool_id = $3, source = $4, updated_at = $5 \
+             WHERE account_id = $6 AND id = $7",
+        )
+        .bind(spec.number.as_str())
+        .bind(spec.kind.as_str())
+        .bind(spec.pool_id.clone())
+        .bind(spec.source.clone())
+        .bind(ms(crate::now()))
+        .bind(account_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| number_conflict(e, spec))?;
+        drop(_g);
+        self.get_number(account_id, id).await
+    }
+
+    pub async fn delete_number(&self, account_id: &str, id: &str) -> Result<()> {
+        self.delete_child(NUMBERS, account_id, id).await
+    }
+}
+
+fn pool_conflict(e: sqlx::Error, name: &str) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Conflict(format!("the site already has a pool named `{name}`"))
+    } else {
+        e.into()
+    }
+}
+
+fn source_conflict(e: sqlx::Error, name: &str) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Conflict(format!("the site already has a source named `{name}`"))
+    } else {
+        e.into()
+    }
+}
+
+fn number_conflict(e: sqlx::Error, spec: &NumberSpec) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Conflict(format!(
+            "{} is already a tracking number (a number can serve one site only)",
+            spec.number
+        ))
+    } else {
+        e.into()
+    }
+}
