@@ -100,7 +100,7 @@
       if (n[k] !== v) n[k] = v;
     };
     // Writes [position, text] that turn one regex match into the new number.
-    const edits = (m, s) => {
+    const edits = (m, s, tel) => {
       let i = 1, p;
       while (m[++i] === undefined);
       const c = conf[i - 2], st = m.index + m[1].length, en = m.index + m[0].length, dp = [], w = [];
@@ -110,28 +110,30 @@
       if (c.nn.length == c.n.length) {
         for (p = 0; p < c.nn.length; p++) w.push([dp[k + p], c.nn[p]]);
       } else {
-        const r = k ? dp[k - 1] + 1 : st - (m[1] == '(' ? 1 : 0);
-        w.push([r, (k ? ' ' : '') + c.np]);
+        // other length: the printed prefix stays, the national part is written like `display`
+        let r = dp[k];
+        while (s[r - 1] == '(') r--;
+        w.push([r, tel ? c.nn : c.np]);
         for (p = r + 1; p < en; p++) w.push([p, '']);
       }
       return w;
     };
     // s: text to search; parts: [node, property, offset in s, original value]
-    const text = (s, parts) => {
+    const text = (s, parts, tel) => {
       const out = parts.map(p => p[3].split(''));
       let pi = 0, m;
       if (re) {
         re.lastIndex = 0;
-        while ((m = re.exec(s))) edits(m, s).forEach(e => {
+        while ((m = re.exec(s))) edits(m, s, tel).forEach(e => {
           while (parts[pi + 1] && parts[pi + 1][2] <= e[0]) pi++;
           out[pi][e[0] - parts[pi][2]] = e[1];
         });
       }
       parts.forEach((p, i) => put(p[0], p[1], out[i].join('')));
     };
-    const one = a => {
+    const one = (a, tel) => {
       const v = a && cur(a, 'value');
-      if (a) text(v, [[a, 'value', 0, v]]);
+      if (a) text(v, [[a, 'value', 0, v]], tel);
     };
     const scan = root => {
       let s = '';
@@ -143,7 +145,7 @@
           s += v;
         } else if (e.nodeType == 1) {
           if (e.matches(SKIP)) return s += '|';
-          if (e.tagName == 'A' && /^\s*tel:/i.test(e.getAttribute('href'))) one(e.getAttributeNode('href'));
+          if (e.tagName == 'A' && /^\s*tel:/i.test(e.getAttribute('href'))) one(e.getAttributeNode('href'), 1);
           ATTRS.forEach(a => one(e.getAttributeNode(a)));
           if (e.hasAttribute('data-calltrail-code')) {
             if (code) put(e, 'textContent', code);
@@ -193,22 +195,22 @@
       re = list.length ? new RegExp('(^|\\D)(?:' + conf.map(c => '(' + [c.d, (c.d[0] == '7' ? 8 : 0) + c.n, c.n].map(v => v.split('').join(SEP)).join('|') + ')').join('|') + ')(?!\\d)', 'g') : null;
       run([D.documentElement]);
       if (nums.length) {
-        const n = api.number(), all = api.numbers();
-        subs.forEach(f => {
-          try {
-            f(n, all);
-          } catch (e) {}
-        });
-        D.dispatchEvent(new CustomEvent('calltrail:number', {detail: {number: n, numbers: all, track_code: code}}));
+        subs.forEach(tell);
+        D.dispatchEvent(new CustomEvent('calltrail:number', {detail: {number: api.number(), numbers: api.numbers(), track_code: code}}));
       }
     };
 
+    const tell = f => {
+      try {
+        f(api.number(), api.numbers());
+      } catch (e) {}
+    };
     const api = W.calltrail = {
       number: () => nums.length ? nums[0].number : null,
       numbers: () => nums.map(x => Object.assign({}, x)),
       onNumber: f => {
         subs.push(f);
-        if (nums.length) f(api.number(), api.numbers());
+        if (nums.length) tell(f);
       },
       swap: r => run([r || D.body]),
       trackCode: () => code
@@ -257,7 +259,9 @@
 
     // ---- the visit: one try, 1 s, otherwise the page stays as it is
     const ga = getC('_ga');
-    post('visit', Object.assign(ids(vid = load('_ct_vid'), sid = load('_ct_sid')), {
+    vid = load('_ct_vid');
+    sid = load('_ct_sid');
+    post('visit', Object.assign(ids(), {
       url,
       referrer: D.referrer,
       title: D.title,

@@ -1,1 +1,168 @@
-fn main() {}
+//! `calltrail`: the command line of the calltrail call tracker.
+
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use calltrail_server::{AppState, ServerConfig};
+use calltrail_store::Store;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat, Overrides};
+
+#[derive(Parser)]
+#[command(name = "calltrail", version, about = "Self-hosted call tracking: which ad, visit and keyword made the phone ring")]
+struct Cli {
+    /// Config file [default: ./calltrail.toml if present]
+    #[arg(long, global = true, env = "CALLTRAIL_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: Overrides,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server
+    Serve,
+    /// Apply database migrations and exit
+    Migrate,
+    /// Print the effective configuration (secrets masked)
+    Config,
+    /// Accounts and API tokens
+    #[command(subcommand)]
+    Admin(Admin),
+}
+
+#[derive(Subcommand)]
+enum Admin {
+    /// Create an account and a first API token for it
+    CreateAccount {
+        /// Account name, e.g. the business's name
+        name: String,
+        /// Print {"account_id": ..., "token": ...}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create another API token for an account
+    CreateToken {
+        #[arg(long)]
+        account: String,
+        /// A name to recognise the token by
+        #[arg(long, default_value = "api")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cfg: &Config, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(default_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match cfg.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Human => builder.try_init(),
+    };
+}
+
+async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    let url = cfg.database_url();
+    Store::open(&url).await.with_context(|| format!("opening {}", calltrail_store::mask_url(&url)))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = Config::load(cli.config.as_deref(), &cli.overrides)?;
+    match cli.command {
+        Command::Config => {
+            print!("{}", cfg.render_masked());
+            Ok(())
+        }
+        Command::Migrate => {
+            init_logging(&cfg, &cfg.log_level);
+            let store = open_store(&cfg).await?;
+            println!("database is up to date ({})", store.backend().as_str());
+            Ok(())
+        }
+        Command::Serve => {
+            init_logging(&cfg, &cfg.log_level);
+            serve(&cfg).await
+        }
+        Command::Admin(admin) => {
+            init_logging(&cfg, "warn");
+            let store = open_store(&cfg).await?;
+            run_admin(&store, admin).await
+        }
+    }
+}
+
+async fn run_admin(store: &Store, admin: Admin) -> anyhow::Result<()> {
+    match admin {
+        Admin::CreateAccount { name, json } => {
+            let acc = store.create_account(&name).await?;
+            let (_, token) = store.create_token(&acc.id, "initial").await?;
+            if json {
+                println!("{}", serde_json::json!({"account_id": acc.id, "token": token}));
+            } else {
+                println!("account: {} ({})\nAPI token: {token}\n(keep the token: it is shown once)", acc.id, acc.name);
+            }
+        }
+        Admin::CreateToken { account, name, json } => {
+            let (tok, plain) = store.create_token(&account, &name).await?;
+            if json {
+                println!("{}", serde_json::json!({"account_id": account, "token_id": tok.id, "token": plain}));
+            } else {
+                println!("API token: {plain}\n(keep it: it is shown once)");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn serve(cfg: &Config) -> anyhow::Result<()> {
+    let store = open_store(cfg).await?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let public_url = match &cfg.public_url {
+        Some(u) => u.clone(),
+        None => format!("http://{addr}"),
+    };
+    tracing::info!(%addr, backend = store.backend().as_str(), "calltrail listening");
+    println!("calltrail listening on http://{addr} ({} database)", store.backend().as_str());
+    let state = AppState::new(
+        store.clone(),
+        ServerConfig {
+            public_url,
+            max_body_bytes: cfg.max_body_bytes,
+            request_timeout: Duration::from_secs(cfg.request_timeout_secs),
+        },
+    );
+    calltrail_server::serve(listener, state, calltrail_server::shutdown_signal()).await?;
+    store.close().await;
+    Ok(())
+}

@@ -1,0 +1,184 @@
+// A small Node stand-in for the calltrail server's public tracking API, used by
+// the browser tests until the real binary is wired into support/server.mjs.
+// It follows the wire contract in docs/snippet.md ("Wire contract") and nothing
+// more: GET /t/ct.js, POST /t/v1/visit, /t/v1/ping, /t/v1/event, CORS only for a
+// site's domains, one pool number leased per session.
+import http from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+
+/** "+74957654321" -> "+7 (495) 765-43-21", "+442071234567" -> "+44 20 7123 4567". */
+export function display(e164) {
+  const d = e164.replace(/\D/g, '');
+  if (d.length === 11 && d[0] === '7') {
+    return `+7 (${d.slice(1, 4)}) ${d.slice(4, 7)}-${d.slice(7, 9)}-${d.slice(9)}`;
+  }
+  if (d.startsWith('44') && d.length === 12) return `+44 ${d.slice(2, 4)} ${d.slice(4, 8)} ${d.slice(8)}`;
+  if (d.startsWith('49')) return `+49 ${d.slice(2, 4)} ${d.slice(4)}`;
+  return e164;
+}
+
+/** Does Origin header `origin` belong to one of `domains` (host or a subdomain of it, any port)? */
+export function originAllowed(origin, domains) {
+  if (!origin) return false;
+  let host;
+  try {
+    host = new URL(origin).hostname;
+  } catch {
+    return false;
+  }
+  return domains.some((d) => host === d || host.endsWith(`.${d}`));
+}
+
+function readBody(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+/**
+ * Starts the stand-in on 127.0.0.1 and a free port.
+ * @param {{snippet: string}} opts path of the script to serve at /t/ct.js
+ */
+export async function startStandIn({ snippet }) {
+  const sites = new Map(); // public key -> site
+  const sessions = new Map(); // session id -> session
+  const visitors = new Map(); // visitor id -> { key, sessionId }
+  let nextCode = 4821;
+
+  // A pool number is free when no other live session of the site holds it.
+  function lease(site, session, poolIndex) {
+    if (session.leases.has(poolIndex)) return session.leases.get(poolIndex);
+    const held = new Set();
+    for (const s of sessions.values()) {
+      if (s !== session && s.key === site.key && s.leases.has(poolIndex)) held.add(s.leases.get(poolIndex));
+    }
+    const free = site.pools[poolIndex].numbers.find((n) => !held.has(n));
+    if (free) session.leases.set(poolIndex, free);
+    return free;
+  }
+
+  function numbersFor(site, session) {
+    if (session.forced) return session.forced;
+    const out = [];
+    site.pools.forEach((pool, i) => {
+      const n = lease(site, session, i);
+      if (!n) return; // pool ran dry: no swap for these numbers
+      for (const r of pool.replaces) out.push({ replaces: r, number: n, display: display(n) });
+    });
+    return out;
+  }
+
+  function send(res, status, obj, headers = {}) {
+    const body = obj === undefined ? '' : JSON.stringify(obj);
+    res.writeHead(status, { ...(body && { 'Content-Type': 'application/json' }), ...headers });
+    res.end(body);
+  }
+
+  async function handle(req, res) {
+    const url = new URL(req.url, 'http://x');
+    if (req.method === 'GET' && url.pathname === '/t/ct.js') {
+      const js = await readFile(snippet);
+      res.writeHead(200, {
+        'Content-Type': 'text/javascript; charset=utf-8',
+        'Cache-Control': 'public, max-age=300',
+        'Access-Control-Allow-Origin': '*',
+      });
+      res.end(js);
+      return;
+    }
+    if (!url.pathname.startsWith('/t/v1/')) return send(res, 404, { error: 'not found' });
+    if (req.method !== 'POST') return send(res, 405, { error: 'method not allowed' });
+
+    let body;
+    try {
+      body = JSON.parse(await readBody(req));
+    } catch {
+      return send(res, 400, { error: 'body must be JSON' });
+    }
+    const site = sites.get(body.site_key);
+    if (!site) return send(res, 404, { error: 'unknown site' });
+    const origin = req.headers.origin;
+    // CORS: only the site's own domains may read the answer.
+    if (!originAllowed(origin, site.domains)) return send(res, 403, { error: 'origin not allowed' });
+    const cors = { 'Access-Control-Allow-Origin': origin, Vary: 'Origin' };
+
+    switch (url.pathname) {
+      case '/t/v1/visit': {
+        if (typeof body.url !== 'string') return send(res, 400, { error: 'url required' }, cors);
+        let vid = visitors.has(body.visitor_id) ? body.visitor_id : randomUUID();
+        if (!visitors.has(vid)) visitors.set(vid, { key: site.key, sessionId: null });
+        let session = sessions.get(body.session_id);
+        if (!session || session.visitorId !== vid || session.key !== site.key) {
+          session = {
+            id: randomUUID(), key: site.key, visitorId: vid, leases: new Map(), forced: null,
+            code: String(nextCode++), landing: body.url, referrer: body.referrer,
+          };
+          sessions.set(session.id, session);
+        }
+        visitors.get(vid).sessionId = session.id;
+        return send(res, 200, {
+          visitor_id: vid,
+          session_id: session.id,
+          numbers: numbersFor(site, session),
+          track_code: session.code,
+          ping_s: site.ping_s,
+        }, cors);
+      }
+      case '/t/v1/ping': {
+        const session = sessions.get(body.session_id);
+        if (!session || session.key !== site.key) return send(res, 404, { error: 'unknown session' }, cors);
+        return send(res, 200, { numbers: numbersFor(site, session), ping_s: site.ping_s }, cors);
+      }
+      case '/t/v1/event': {
+        const session = sessions.get(body.session_id);
+        if (!session || session.key !== site.key) return send(res, 404, { error: 'unknown session' }, cors);
+        if (body.type !== 'pageview' || typeof body.url !== 'string') return send(res, 400, { error: 'bad event' }, cors);
+        return send(res, 204, undefined, cors);
+      }
+      default:
+        return send(res, 404, { error: 'not found' }, cors);
+    }
+  }
+
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((e) => send(res, 500, { error: String(e) }));
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const baseUrl = `http://127.0.0.1:${server.address().port}`;
+
+  return {
+    baseUrl,
+    /**
+     * @param {{domains: string[], site_numbers: string[],
+     *          pools: {replaces?: string[], numbers: string[]}[], ping_s?: number}} spec
+     */
+    createSite(spec) {
+      const key = `pk_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
+      const site = {
+        key,
+        domains: spec.domains,
+        ping_s: spec.ping_s ?? 30,
+        pools: (spec.pools ?? []).map((p) => ({ replaces: p.replaces ?? spec.site_numbers, numbers: p.numbers })),
+      };
+      sites.set(key, site);
+      return {
+        public_key: key,
+        install_snippet: `<script async src="${baseUrl}/t/ct.js" data-site="${key}"></script>`,
+      };
+    },
+    /** Make the next ping/visit of a session answer this mapping instead of its leases. */
+    forceNumbers(sessionId, numbers) {
+      const s = sessions.get(sessionId);
+      if (!s) throw new Error(`no session ${sessionId}`);
+      s.forced = numbers;
+    },
+    stop() {
+      server.closeAllConnections();
+      return new Promise((r) => server.close(r));
+    },
+  };
+}

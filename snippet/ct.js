@@ -1,0 +1,254 @@
+/*! calltrail ct.js | https://github.com/calltrail | install: <script async src="https://HOST/t/ct.js" data-site="KEY"></script> */
+(function () {
+try {
+const W = window, D = document, L = location, now = Date.now;
+if (W.calltrail) return;
+const g = f => function () {
+try {
+return f.apply(this, arguments);
+} catch (e) {}
+};
+const S = D.currentScript || D.querySelector('script[src*="/t/ct.js"]');
+const base = S.src.replace(/\/t\/ct\.js.*$/, '');
+const key = S.getAttribute('data-site') || new URL(S.src).searchParams.get('k');
+if (!key) return;
+const ATTRS = (S.getAttribute('data-calltrail-attrs') || '').split(',').map(x => x.trim()).filter(x => x);
+const SKIP = 'script,style,noscript,template,textarea,input,select,[contenteditable],[data-calltrail-noswap]';
+const INL = /^(A|ABBR|B|BDI|BDO|BIG|CITE|CODE|DATA|DEL|DFN|EM|FONT|I|INS|KBD|LABEL|MARK|NOBR|Q|S|SAMP|SMALL|SPAN|STRONG|SUB|SUP|TIME|TT|U|VAR)$/;
+const SEP = '[\\s\\u00ad\\u2010-\\u2015().-]*';
+const ccl = d => {
+const m = /^([17]|2[07]|3[0-469]|4[013-9]|5[1-8]|6[0-6]|8[1246]|9[0-58])/.exec(d);
+return m ? m[1].length : 3;
+};
+const digits = x => String(x || '').replace(/\D/g, '');
+const orig = new WeakMap();
+const subs = [];
+let nums = [], conf = [], re = null, code = null, vid, sid, ps = 30, last = 0, url = L.href, timer, mo;
+const getC = n => {
+const m = D.cookie.match('(?:^|; )' + n + '=([^;]*)');
+return m ? decodeURIComponent(m[1]) : null;
+};
+const store = (n, v, age) => {
+const h = L.hostname, p = h.split('.'), c = n + '=' + encodeURIComponent(v) + ';path=/;max-age=' + age + ';samesite=lax';
+let i = /^[\d.]+$|:/.test(h) ? -1 : p.length - 2;
+for (; i >= 0; i--) {
+D.cookie = c + ';domain=' + p.slice(i).join('.');
+if (getC(n) == v) break;
+}
+if (i < 0) D.cookie = c;
+try {
+localStorage.setItem(n, JSON.stringify([v, now() + age * 1e3]));
+} catch (e) {}
+};
+const load = n => {
+let v = getC(n);
+if (!v) try {
+const a = JSON.parse(localStorage.getItem(n));
+if (a[1] > now()) v = a[0];
+} catch (e) {}
+return v || undefined;
+};
+const post = (path, body, ms) => new Promise((ok, no) => {
+const ac = new AbortController();
+setTimeout(() => {
+no();
+ac.abort();
+}, ms);
+fetch(base + '/t/v1/' + path, {
+method: 'POST',
+body: JSON.stringify(body),
+headers: {'Content-Type': 'text/plain;charset=UTF-8'},
+keepalive: true,
+credentials: 'omit',
+signal: ac.signal
+}).then(r => {
+if (!r.ok) throw 0;
+return r.text();
+}).then(t => ok(t ? JSON.parse(t) : {})).catch(no);
+});
+const ids = () => ({site_key: key, visitor_id: vid, session_id: sid});
+const call = (path, body) => post(path, Object.assign(ids(), body), 1e4).then(j => {
+if (j.ping_s > 0) ps = j.ping_s;
+if (j.numbers) apply(j.numbers);
+store('_ct_sid', sid, 1800);
+}).catch(() => {});
+const cur = (n, k) => {
+const r = orig.get(n), v = n[k];
+return r && r[1] === v ? r[0] : v;
+};
+const put = (n, k, v) => {
+const o = cur(n, k);
+if (v === o) orig.delete(n);
+else orig.set(n, [o, v]);
+if (n[k] !== v) n[k] = v;
+};
+const edits = (m, s, tel) => {
+let i = 1, p;
+while (m[++i] === undefined);
+const c = conf[i - 2], st = m.index + m[1].length, en = m.index + m[0].length, dp = [], w = [];
+for (p = st; p < en; p++) if (/\d/.test(s[p])) dp.push(p);
+const k = dp.length - c.n.length;
+if (c.nn.length == c.n.length) {
+for (p = 0; p < c.nn.length; p++) w.push([dp[k + p], c.nn[p]]);
+} else {
+let r = dp[k];
+while (s[r - 1] == '(') r--;
+w.push([r, tel ? c.nn : c.np]);
+for (p = r + 1; p < en; p++) w.push([p, '']);
+}
+return w;
+};
+const text = (s, parts, tel) => {
+const out = parts.map(p => p[3].split(''));
+let pi = 0, m;
+if (re) {
+re.lastIndex = 0;
+while ((m = re.exec(s))) edits(m, s, tel).forEach(e => {
+while (parts[pi + 1] && parts[pi + 1][2] <= e[0]) pi++;
+out[pi][e[0] - parts[pi][2]] = e[1];
+});
+}
+parts.forEach((p, i) => put(p[0], p[1], out[i].join('')));
+};
+const one = (a, tel) => {
+const v = a && cur(a, 'value');
+if (a) text(v, [[a, 'value', 0, v]], tel);
+};
+const scan = root => {
+let s = '';
+const parts = [];
+const walk = e => {
+if (e.nodeType == 3) {
+const v = cur(e, 'nodeValue');
+parts.push([e, 'nodeValue', s.length, v]);
+s += v;
+} else if (e.nodeType == 1) {
+if (e.matches(SKIP)) return s += '|';
+if (e.tagName == 'A' && /^\s*tel:/i.test(e.getAttribute('href'))) one(e.getAttributeNode('href'), 1);
+ATTRS.forEach(a => one(e.getAttributeNode(a)));
+if (e.hasAttribute('data-calltrail-code')) {
+if (code) put(e, 'textContent', code);
+return s += '|';
+}
+if (e.hasAttribute('data-calltrail-number')) {
+const v = e.getAttribute('data-calltrail-number'), x = nums.filter(y => y.replaces == v)[0] || nums[0];
+put(e, 'textContent', x ? x.display || x.number : cur(e, 'textContent'));
+return s += '|';
+}
+const b = INL.test(e.tagName) ? '' : '|';
+s += b;
+for (let c = e.firstChild; c; c = c.nextSibling) walk(c);
+s += b;
+}
+};
+if (!root.closest(SKIP)) walk(root);
+text(s, parts);
+};
+const run = g(list => {
+const b = D.body, rs = [];
+if (mo) list = list.concat(mo.takeRecords().map(r => r.target));
+if (!b) return;
+list.forEach(n => {
+while (n && (n.nodeType != 1 || INL.test(n.tagName))) n = n.parentNode;
+if (n && n.contains(b)) n = b;
+if (n && b.contains(n) && rs.indexOf(n) < 0) rs.push(n);
+});
+rs.filter(r => !rs.some(o => o != r && o.contains(r))).forEach(scan);
+if (mo) mo.takeRecords();
+});
+const apply = (list, force) => {
+list = list.filter(x => x && digits(x.replaces).length > 6 && digits(x.number).length > 6);
+if (!force && JSON.stringify(list) == JSON.stringify(nums)) return;
+nums = list;
+conf = list.map(x => {
+const d = digits(x.replaces), nd = digits(x.number), disp = String(x.display || x.number);
+const n = d.slice(ccl(d)), nn = nd.slice(ccl(nd));
+let i = disp.length, c = 0;
+while (i && c < nn.length) if (/\d/.test(disp[--i])) c++;
+while (i && disp[i - 1] == '(') i--;
+return {n, nn, np: disp.slice(i), d};
+});
+re = list.length ? new RegExp('(^|\\D)(?:' + conf.map(c => '(' + [c.d, (c.d[0] == '7' ? 8 : 0) + c.n, c.n].map(v => v.split('').join(SEP)).join('|') + ')').join('|') + ')(?!\\d)', 'g') : null;
+run([D.documentElement]);
+if (nums.length) {
+subs.forEach(tell);
+D.dispatchEvent(new CustomEvent('calltrail:number', {detail: {number: api.number(), numbers: api.numbers(), track_code: code}}));
+}
+};
+const tell = f => {
+try {
+f(api.number(), api.numbers());
+} catch (e) {}
+};
+const api = W.calltrail = {
+number: () => nums.length ? nums[0].number : null,
+numbers: () => nums.map(x => Object.assign({}, x)),
+onNumber: f => {
+subs.push(f);
+if (nums.length) tell(f);
+},
+swap: r => run([r || D.body]),
+trackCode: () => code
+};
+const beat = g(() => {
+clearTimeout(timer);
+if (D.visibilityState != 'visible') return;
+let w = last + ps * 1e3 - now();
+if (w <= 0) {
+last = now();
+call('ping', {});
+w = ps * 1e3;
+}
+timer = setTimeout(beat, w);
+});
+const nav = g(() => {
+if (!sid || L.href == url) return;
+const u = url = L.href;
+setTimeout(() => call('event', {type: 'pageview', url: u, title: D.title}), 50);
+});
+const H = history;
+['pushState', 'replaceState'].forEach(k => {
+const o = H[k];
+H[k] = function () {
+const r = o.apply(this, arguments);
+nav();
+return r;
+};
+});
+W.addEventListener('popstate', nav);
+W.addEventListener('hashchange', nav);
+const hs = D.createElement('style');
+hs.textContent = '[data-calltrail-hide]{visibility:hidden!important}';
+(D.head || D.documentElement).appendChild(hs);
+const show = () => hs.remove();
+setTimeout(show, 1100);
+mo = new MutationObserver(g(rs => (re || code) && run(rs.map(r => r.target))));
+mo.observe(D.documentElement, {childList: true, subtree: true, characterData: true, attributeFilter: ['href'].concat(ATTRS)});
+const ga = getC('_ga');
+vid = load('_ct_vid');
+sid = load('_ct_sid');
+post('visit', Object.assign(ids(), {
+url,
+referrer: D.referrer,
+title: D.title,
+ga_client_id: ga ? ga.split('.').slice(-2).join('.') : undefined,
+ym_client_id: getC('_ym_uid') || undefined,
+screen: screen.width + 'x' + screen.height,
+lang: navigator.language
+}), 1e3).then(j => {
+if (!j.visitor_id || !j.session_id) throw 0;
+store('_ct_vid', vid = j.visitor_id, 31536e3);
+store('_ct_sid', sid = j.session_id, 1800);
+if (j.track_code != null) code = String(j.track_code);
+if (j.ping_s > 0) ps = j.ping_s;
+last = now();
+apply(j.numbers || [], 1);
+D.addEventListener('visibilitychange', beat);
+beat();
+nav();
+}).catch(() => {
+vid = sid = null;
+mo.disconnect();
+}).then(show);
+} catch (e) {}
+})();
