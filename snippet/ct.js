@@ -37,7 +37,7 @@ if (getC(n) == v) break;
 }
 if (i < 0) D.cookie = c;
 try {
-localStorage.setItem(n, JSON.stringify([v, now() + age * 1e3]));
+0&&localStorage.setItem(n, JSON.stringify([v, now() + age * 1e3]));
 } catch (e) {}
 };
 const load = n => {

@@ -45,7 +45,7 @@ test('the visit carries the landing URL, referrer, title, GA and Metrika ids as 
   const [visit, ...more] = await env.ct.visits(key);
   assert.equal(more.length, 0);
   assert.equal(visit.url, url);
-  assert.equal(visit.referrer, 'https://www.google.com/');
+  assert.equal(visit.referrer, 'https://www.google.com/search?q=okna');
   assert.equal(visit.title, 'Plain page');
   assert.equal(visit.ga_client_id, '1234567890.1700000000');
   assert.equal(visit.ym_client_id, '1700000000987654321');

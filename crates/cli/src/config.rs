@@ -1,6 +1,7 @@
 //! Configuration: built-in defaults, then `calltrail.toml` (or `--config FILE`), then
 //! `CALLTRAIL_*` environment variables, then command-line flags.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -102,9 +103,15 @@ impl Config {
     fn check(&self) -> anyhow::Result<()> {
         self.listen
             .parse::<std::net::SocketAddr>()
-            .with_context(|| format!("listen: `{}` is not an address like 127.0.0.1:8790", self.listen))?;
+            .with_context(|| {
+                format!(
+                    "listen: `{}` is not an address like 127.0.0.1:8790",
+                    self.listen
+                )
+            })?;
         if let Some(url) = &self.database_url {
-            calltrail_store::Backend::from_url(url).map_err(|e| anyhow::anyhow!("database_url: {e}"))?;
+            calltrail_store::Backend::from_url(url)
+                .map_err(|e| anyhow::anyhow!("database_url: {e}"))?;
         }
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes: must be at least 1024");
@@ -116,9 +123,9 @@ impl Config {
     }
 
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", self.data_dir.join("calltrail.db").display())
-        })
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("calltrail.db").display()))
     }
 
     pub fn public_url(&self) -> String {
@@ -137,13 +144,12 @@ impl Config {
 }
 
 fn toml_string(cfg: &Config) -> String {
-    // figment's Value serialises to TOML-like `key = value` lines without pulling a writer.
-    let v = serde_json::to_value(cfg).unwrap_or_default();
+        let v = serde_json::to_value(cfg).unwrap_or_default();
     let mut out = String::new();
     if let Some(map) = v.as_object() {
         for (k, v) in map {
             if !v.is_null() {
-                out.push_str(&format!("{k} = {v}\n"));
+                let _ = writeln!(out, "{k} = {v}");
             }
         }
     }
@@ -159,20 +165,27 @@ fn one_line(e: &figment::Error) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
     #[test]
     fn layers_override_in_order() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("calltrail.toml", "listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\nlog_level = \"debug\"")?;
+            jail.create_file(
+                "calltrail.toml",
+                "listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\nlog_level = \"debug\"",
+            )?;
             jail.set_env("CALLTRAIL_LISTEN", "127.0.0.1:9001");
             jail.set_env("CALLTRAIL_TEST_DATABASE_URL", "postgres://ignored");
             let cfg = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
             assert_eq!(cfg.listen, "127.0.0.1:9001");
             assert_eq!(cfg.log_level, "debug");
             assert_eq!(cfg.database_url(), "sqlite:///tmp/x/calltrail.db");
-            let flags = Overrides { listen: Some("127.0.0.1:9002".into()), ..Overrides::default() };
+            let flags = Overrides {
+                listen: Some("127.0.0.1:9002".into()),
+                ..Overrides::default()
+            };
             let cfg = Config::load(None, &flags).map_err(|e| e.to_string())?;
             assert_eq!(cfg.listen, "127.0.0.1:9002");
             Ok(())
@@ -183,13 +196,19 @@ mod tests {
     fn bad_values_are_named() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("CALLTRAIL_LISTEN", "nowhere");
-            let e = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            let e = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("listen"), "{e}");
             jail.set_env("CALLTRAIL_LISTEN", "127.0.0.1:1");
             jail.create_file("calltrail.toml", "lisen = 1")?;
-            let e = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            let e = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("lisen"), "{e}");
-            let e = Config::load(Some(Path::new("/nope.toml")), &Overrides::default()).unwrap_err().to_string();
+            let e = Config::load(Some(Path::new("/nope.toml")), &Overrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("does not exist"), "{e}");
             Ok(())
         });

@@ -14,7 +14,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, LogFormat, Overrides};
 
 #[derive(Parser)]
-#[command(name = "calltrail", version, about = "Self-hosted call tracking: which ad, visit and keyword made the phone ring")]
+#[command(
+    name = "calltrail",
+    version,
+    about = "Self-hosted call tracking: which ad, visit and keyword made the phone ring"
+)]
 struct Cli {
     /// Config file [default: ./calltrail.toml if present]
     #[arg(long, global = true, env = "CALLTRAIL_CONFIG")]
@@ -62,7 +66,10 @@ enum Admin {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -82,7 +89,9 @@ fn init_logging(cfg: &Config, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(default_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match cfg.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Human => builder.try_init(),
@@ -91,7 +100,9 @@ fn init_logging(cfg: &Config, default_level: &str) {
 
 async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     let url = cfg.database_url();
-    Store::open(&url).await.with_context(|| format!("opening {}", calltrail_store::mask_url(&url)))
+    Store::open(&url)
+        .await
+        .with_context(|| format!("opening {}", calltrail_store::mask_url(&url)))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -125,15 +136,28 @@ async fn run_admin(store: &Store, admin: Admin) -> anyhow::Result<()> {
             let acc = store.create_account(&name).await?;
             let (_, token) = store.create_token(&acc.id, "initial").await?;
             if json {
-                println!("{}", serde_json::json!({"account_id": acc.id, "token": token}));
+                println!(
+                    "{}",
+                    serde_json::json!({"account_id": acc.id, "token": token})
+                );
             } else {
-                println!("account: {} ({})\nAPI token: {token}\n(keep the token: it is shown once)", acc.id, acc.name);
+                println!(
+                    "account: {} ({})\nAPI token: {token}\n(keep the token: it is shown once)",
+                    acc.id, acc.name
+                );
             }
         }
-        Admin::CreateToken { account, name, json } => {
+        Admin::CreateToken {
+            account,
+            name,
+            json,
+        } => {
             let (tok, plain) = store.create_token(&account, &name).await?;
             if json {
-                println!("{}", serde_json::json!({"account_id": account, "token_id": tok.id, "token": plain}));
+                println!(
+                    "{}",
+                    serde_json::json!({"account_id": account, "token_id": tok.id, "token": plain})
+                );
             } else {
                 println!("API token: {plain}\n(keep it: it is shown once)");
             }
@@ -153,7 +177,10 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
         None => format!("http://{addr}"),
     };
     tracing::info!(%addr, backend = store.backend().as_str(), "calltrail listening");
-    println!("calltrail listening on http://{addr} ({} database)", store.backend().as_str());
+    println!(
+        "calltrail listening on http://{addr} ({} database)",
+        store.backend().as_str()
+    );
     let state = AppState::new(
         store.clone(),
         ServerConfig {

@@ -77,7 +77,10 @@ impl Phone {
             return Err(Invalid::field("", "phone number is too long"));
         }
         if !trimmed.chars().any(|c| c.is_ascii_digit()) {
-            return Err(Invalid::field("", format!("`{trimmed}` is not a phone number")));
+            return Err(Invalid::field(
+                "",
+                format!("`{trimmed}` is not a phone number"),
+            ));
         }
         let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
         if digits.len() < 6 || digits.len() > 17 {
@@ -141,7 +144,11 @@ impl Phone {
             .filter(|p| p.format().mode(phonenumber::Mode::E164).to_string() == self.e164)
             .map_or_else(
                 || self.e164.clone(),
-                |p| p.format().mode(phonenumber::Mode::International).to_string(),
+                |p| {
+                    p.format()
+                        .mode(phonenumber::Mode::International)
+                        .to_string()
+                },
             )
     }
 }
@@ -164,7 +171,10 @@ fn valid_nsn(metas: &[&phonenumber::Metadata], nsn: &str) -> bool {
     ];
     metas.iter().any(|m| {
         let d = m.descriptors();
-        d.general().is_match(nsn) && TYPES.iter().any(|t| d.get(*t).is_some_and(|x| x.is_match(nsn)))
+        d.general().is_match(nsn)
+            && TYPES
+                .iter()
+                .any(|t| d.get(*t).is_some_and(|x| x.is_match(nsn)))
     })
 }
 
@@ -226,6 +236,7 @@ impl serde::Serialize for Phone {
 mod tests {
     use super::*;
 
+    #[allow(clippy::unnecessary_wraps)]
     fn ru() -> Option<Region> {
         Some(Region::parse("RU").unwrap())
     }
@@ -245,8 +256,17 @@ mod tests {
             assert_eq!(p.country_code(), "7");
             assert_eq!(p.national(), "4951234567");
         }
-        for s in ["8-800-555-35-35", "+7 800 555-35-35", "88005553535", "7 800 555 35 35"] {
-            assert_eq!(Phone::parse(s, ru()).unwrap().as_str(), "+78005553535", "{s}");
+        for s in [
+            "8-800-555-35-35",
+            "+7 800 555-35-35",
+            "88005553535",
+            "7 800 555 35 35",
+        ] {
+            assert_eq!(
+                Phone::parse(s, ru()).unwrap().as_str(),
+                "+78005553535",
+                "{s}"
+            );
         }
     }
 
@@ -264,7 +284,15 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for s in ["", "   ", "hello", "123", "+7 495", "8 495 123 45 67 89 00 11 22", "++--"] {
+        for s in [
+            "",
+            "   ",
+            "hello",
+            "123",
+            "+7 495",
+            "8 495 123 45 67 89 00 11 22",
+            "++--",
+        ] {
             assert!(Phone::parse(s, ru()).is_err(), "{s:?} accepted");
         }
         assert!(Phone::parse("8 495 123 45 67", None).is_err());

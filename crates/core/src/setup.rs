@@ -100,7 +100,11 @@ pub struct PoolSpec {
 }
 
 impl PoolSpec {
-    pub fn parse(name: &str, hold_minutes: Option<i64>, on_exhaustion: Option<&str>) -> Result<Self, Invalid> {
+    pub fn parse(
+        name: &str,
+        hold_minutes: Option<i64>,
+        on_exhaustion: Option<&str>,
+    ) -> Result<Self, Invalid> {
         let mut errs = Errors::new();
         let name = errs.check("name", validate::name(name, MAX_NAME));
         let hold = hold_minutes.unwrap_or(i64::from(DEFAULT_HOLD_MINUTES));
@@ -134,7 +138,11 @@ pub struct SourceSpec {
 }
 
 impl SourceSpec {
-    pub fn parse(name: &str, channel: Option<&str>, description: Option<&str>) -> Result<Self, Invalid> {
+    pub fn parse(
+        name: &str,
+        channel: Option<&str>,
+        description: Option<&str>,
+    ) -> Result<Self, Invalid> {
         let mut errs = Errors::new();
         let name = errs.check("name", source_name(name));
         let channel = errs.check("channel", channel.map_or(Ok(Channel::Offline), str::parse));
@@ -189,15 +197,19 @@ impl NumberSpec {
                     errs.push("pool_id", "a static number belongs to a source, not a pool");
                 }
                 if source.is_none() {
-                    errs.push("source", "a static number needs the source it stands for (e.g. \"avito\")");
+                    errs.push(
+                        "source",
+                        "a static number needs the source it stands for (e.g. \"avito\")",
+                    );
                 }
             }
-            Some(k @ (NumberKind::Pool | NumberKind::Fallback)) => {
-                if pool_id.is_none() {
-                    errs.push("pool_id", format!("a {k} number needs the pool it belongs to"));
-                }
+            Some(k @ (NumberKind::Pool | NumberKind::Fallback)) if pool_id.is_none() => {
+                errs.push(
+                    "pool_id",
+                    format!("a {k} number needs the pool it belongs to"),
+                );
             }
-            None => {}
+            _ => {}
         }
         errs.finish()?;
         match (number, kind) {
@@ -256,7 +268,14 @@ mod tests {
         let fields: Vec<&str> = e.0.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(
             fields,
-            ["name", "timezone", "domains[1]", "site_numbers[1]", "site_numbers[2]", "forward_to"]
+            [
+                "name",
+                "timezone",
+                "domains[1]",
+                "site_numbers[1]",
+                "site_numbers[2]",
+                "forward_to"
+            ]
         );
     }
 

@@ -103,7 +103,10 @@ pub fn name(value: &str, max: usize) -> Result<String, Invalid> {
         return Err(Invalid::field("", "must not be empty"));
     }
     if v.chars().count() > max {
-        return Err(Invalid::field("", format!("must be at most {max} characters")));
+        return Err(Invalid::field(
+            "",
+            format!("must be at most {max} characters"),
+        ));
     }
     if v.chars().any(char::is_control) {
         return Err(Invalid::field("", "must not contain control characters"));

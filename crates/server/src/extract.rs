@@ -95,17 +95,26 @@ impl FromRequestParts<AppState> for Auth {
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized("send `Authorization: Bearer <API token>`"))?;
+            .ok_or(ApiError::Unauthorized(
+                "send `Authorization: Bearer <API token>`",
+            ))?;
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty() && t.len() < 200)
-            .ok_or(ApiError::Unauthorized("the Authorization header must be `Bearer <API token>`"))?;
+            .ok_or(ApiError::Unauthorized(
+                "the Authorization header must be `Bearer <API token>`",
+            ))?;
         match state.store.authenticate_token(token).await? {
             Some(account_id) => Ok(Self { account_id }),
-            None => Err(ApiError::Unauthorized("the API token is unknown or revoked")),
+            None => Err(ApiError::Unauthorized(
+                "the API token is unknown or revoked",
+            )),
         }
     }
 }

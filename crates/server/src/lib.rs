@@ -69,7 +69,10 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     match tokio::time::timeout(Duration::from_secs(2), st.store.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n".to_owned()),
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}\n")),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database: no answer in 2 s\n".to_owned()),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database: no answer in 2 s\n".to_owned(),
+        ),
     }
 }
 
@@ -86,16 +89,26 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .merge(api::router())
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, state.config.request_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.config.request_timeout,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
 /// Serve until `shutdown` resolves, then finish the requests under way.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await

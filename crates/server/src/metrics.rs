@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
 
-const BUCKETS: [f64; 11] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+const BUCKETS: [f64; 11] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 
 #[derive(Default)]
 struct Histogram {
@@ -40,7 +42,8 @@ impl Default for Metrics {
 impl Metrics {
     pub fn observe(&self, method: &str, route: &str, status: u16, took: Duration) {
         if let Ok(mut m) = self.requests.lock() {
-            *m.entry((method.to_owned(), route.to_owned(), status)).or_default() += 1;
+            *m.entry((method.to_owned(), route.to_owned(), status))
+                .or_default() += 1;
         }
         if let Ok(mut h) = self.latency.lock() {
             let h = h.entry(route.to_owned()).or_default();
@@ -83,13 +86,25 @@ impl Metrics {
                     "calltrail_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
                     h.count
                 );
-                let _ = writeln!(out, "calltrail_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
-                let _ = writeln!(out, "calltrail_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
+                let _ = writeln!(
+                    out,
+                    "calltrail_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                    h.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "calltrail_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                    h.count
+                );
             }
         }
         out.push_str("# HELP calltrail_uptime_seconds Seconds since the process started.\n");
         out.push_str("# TYPE calltrail_uptime_seconds gauge\n");
-        let _ = writeln!(out, "calltrail_uptime_seconds {}", self.started.elapsed().as_secs());
+        let _ = writeln!(
+            out,
+            "calltrail_uptime_seconds {}",
+            self.started.elapsed().as_secs()
+        );
         out
     }
 }
@@ -104,13 +119,17 @@ pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Resp
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
     let res = next.run(req).await;
-    st.metrics.observe(&method, &route, res.status().as_u16(), start.elapsed());
+    st.metrics
+        .observe(&method, &route, res.status().as_u16(), start.elapsed());
     res
 }
 
 pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         st.metrics.render(),
     )
 }

@@ -116,7 +116,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
 
@@ -171,7 +173,9 @@ impl Store {
             })
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot connect to {}: {e}", mask_url(&url))))?;
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot connect to {}: {e}", mask_url(&url)))
+            })?;
         Ok(Self {
             pool,
             backend,
@@ -239,6 +243,11 @@ pub(crate) fn from_ms(v: i64) -> jiff::Timestamp {
     jiff::Timestamp::from_millisecond(v).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
+/// The current time at the precision the store keeps (milliseconds).
+pub fn now() -> jiff::Timestamp {
+    from_ms(jiff::Timestamp::now().as_millisecond())
+}
+
 /// A fresh, time-ordered id.
 pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -250,7 +259,10 @@ mod tests {
 
     #[test]
     fn masks_passwords() {
-        assert_eq!(mask_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            mask_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(mask_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(mask_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
     }
@@ -265,9 +277,4 @@ mod tests {
         assert!(sqlite_url("sqlite::memory:").is_err());
         assert!(Backend::from_url("mysql://x").is_err());
     }
-}
-
-/// The current time at the precision the store keeps (milliseconds).
-pub fn now() -> jiff::Timestamp {
-    from_ms(jiff::Timestamp::now().as_millisecond())
 }

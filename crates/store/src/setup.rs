@@ -8,7 +8,10 @@ use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::{from_ms, ms, new_id, Account, ApiToken, Page, Pool, Result, Site, Source, Store, StoreError, TrackingNumber};
+use crate::{
+    from_ms, ms, new_id, Account, ApiToken, Page, Pool, Result, Site, Source, Store, StoreError,
+    TrackingNumber,
+};
 
 /// Longest page a list returns.
 pub const MAX_PAGE: u32 = 500;
@@ -95,17 +98,41 @@ const POOL_COLS: &str = "id, site_id, name, hold_minutes, on_exhaustion, created
 const SOURCE_COLS: &str = "id, site_id, name, channel, description, created_at, updated_at";
 const NUMBER_COLS: &str = "id, site_id, number, kind, pool_id, source, created_at, updated_at";
 
-/// The child resources of a site share one shape of query; this names each one's table.
-#[derive(Clone, Copy)]
-struct Child {
-    table: &'static str,
-    cols: &'static str,
-    what: &'static str,
+/// A table the store lists, gets and deletes in one shape of query.
+trait Resource: Sized {
+    const TABLE: &'static str;
+    const COLS: &'static str;
+    const WHAT: &'static str;
+    fn from_row(r: &AnyRow) -> Result<Self>;
+    fn id(&self) -> &str;
 }
 
-const POOLS: Child = Child { table: "pools", cols: POOL_COLS, what: "pool" };
-const SOURCES: Child = Child { table: "sources", cols: SOURCE_COLS, what: "source" };
-const NUMBERS: Child = Child { table: "tracking_numbers", cols: NUMBER_COLS, what: "tracking number" };
+macro_rules! resource {
+    ($t:ty, $table:literal, $cols:expr, $what:literal, $map:ident) => {
+        impl Resource for $t {
+            const TABLE: &'static str = $table;
+            const COLS: &'static str = $cols;
+            const WHAT: &'static str = $what;
+            fn from_row(r: &AnyRow) -> Result<Self> {
+                $map(r)
+            }
+            fn id(&self) -> &str {
+                &self.id
+            }
+        }
+    };
+}
+
+resource!(Site, "sites", SITE_COLS, "site", site_row);
+resource!(Pool, "pools", POOL_COLS, "pool", pool_row);
+resource!(Source, "sources", SOURCE_COLS, "source", source_row);
+resource!(
+    TrackingNumber,
+    "tracking_numbers",
+    NUMBER_COLS,
+    "tracking number",
+    number_row
+);
 
 impl Store {
     // ----- accounts and tokens -----
@@ -117,7 +144,7 @@ impl Store {
             name,
             created_at: crate::now(),
         };
-        let _g = self.write_guard().await;
+        let _guard = self.write_guard().await;
         sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(&acc.id)
             .bind(&acc.name)
@@ -150,7 +177,7 @@ impl Store {
             name: calltrail_core::validate::name(name, 200).map_err(|e| e.under("name"))?,
             created_at: crate::now(),
         };
-        let _g = self.write_guard().await;
+        let _guard = self.write_guard().await;
         sqlx::query(
             "INSERT INTO api_tokens (id, account_id, name, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -166,10 +193,12 @@ impl Store {
 
     /// The account an API token belongs to, if the token is known and not revoked.
     pub async fn authenticate_token(&self, plain: &str) -> Result<Option<String>> {
-        let r = sqlx::query("SELECT account_id FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
-            .bind(token_hash(plain))
-            .fetch_optional(&self.pool)
-            .await?;
+        let r = sqlx::query(
+            "SELECT account_id FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(token_hash(plain))
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(match r {
             Some(r) => Some(r.try_get("account_id")?),
             None => None,
@@ -177,7 +206,7 @@ impl Store {
     }
 
     pub async fn revoke_token(&self, account_id: &str, token_id: &str) -> Result<()> {
-        let _g = self.write_guard().await;
+        let _guard = self.write_guard().await;
         let n = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE account_id = $2 AND id = $3 AND revoked_at IS NULL")
             .bind(ms(crate::now()))
             .bind(account_id)
@@ -202,13 +231,17 @@ impl Store {
             domains: spec.domains.iter().map(|d| d.as_str().to_owned()).collect(),
             timezone: spec.timezone.as_str().to_owned(),
             default_region: spec.default_region.as_str().to_owned(),
-            site_numbers: spec.site_numbers.iter().map(|p| p.as_str().to_owned()).collect(),
+            site_numbers: spec
+                .site_numbers
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
             forward_to: spec.forward_to.as_ref().map(|p| p.as_str().to_owned()),
             public_key: format!("ctk_{}", random_hex(12)),
             created_at: now,
             updated_at: now,
         };
-        let _g = self.write_guard().await;
+        let _guard = self.write_guard().await;
         sqlx::query(&format!(
             "INSERT INTO sites ({SITE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         ))
@@ -229,33 +262,53 @@ impl Store {
     }
 
     pub async fn get_site(&self, account_id: &str, site_id: &str) -> Result<Site> {
-        let r = sqlx::query(&format!("SELECT {SITE_COLS} FROM sites WHERE account_id = $1 AND id = $2"))
-            .bind(account_id)
-            .bind(site_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound("site"))?;
+        let r = sqlx::query(&format!(
+            "SELECT {SITE_COLS} FROM sites WHERE account_id = $1 AND id = $2"
+        ))
+        .bind(account_id)
+        .bind(site_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("site"))?;
         site_row(&r)
     }
 
     /// The site a snippet's public key names (no account scope: the key is the scope).
     pub async fn site_by_public_key(&self, key: &str) -> Result<Option<Site>> {
-        let r = sqlx::query(&format!("SELECT {SITE_COLS} FROM sites WHERE public_key = $1"))
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let r = sqlx::query(&format!(
+            "SELECT {SITE_COLS} FROM sites WHERE public_key = $1"
+        ))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
         r.as_ref().map(site_row).transpose()
     }
 
-    pub async fn list_sites(&self, account_id: &str, cursor: Option<&str>, limit: u32) -> Result<Page<Site>> {
-        let sql = format!("SELECT {SITE_COLS} FROM sites WHERE account_id = $1 AND id > $2 ORDER BY id LIMIT $3");
-        self.page(&sql, &[account_id], cursor, limit, site_row, |s| &s.id).await
+    pub async fn list_sites(
+        &self,
+        account_id: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<Site>> {
+        let sql = format!(
+            "SELECT {SITE_COLS} FROM sites WHERE account_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        );
+        self.page(&sql, &[account_id], cursor, limit).await
     }
 
-    pub async fn update_site(&self, account_id: &str, site_id: &str, spec: &SiteSpec) -> Result<Site> {
+    pub async fn update_site(
+        &self,
+        account_id: &str,
+        site_id: &str,
+        spec: &SiteSpec,
+    ) -> Result<Site> {
         let domains: Vec<String> = spec.domains.iter().map(|d| d.as_str().to_owned()).collect();
-        let numbers: Vec<String> = spec.site_numbers.iter().map(|p| p.as_str().to_owned()).collect();
-        let _g = self.write_guard().await;
+        let numbers: Vec<String> = spec
+            .site_numbers
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect();
+        let guard = self.write_guard().await;
         let n = sqlx::query(
             "UPDATE sites SET name = $1, domains = $2, timezone = $3, default_region = $4, \
              site_numbers = $5, forward_to = $6, updated_at = $7 WHERE account_id = $8 AND id = $9",
@@ -272,7 +325,7 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        drop(_g);
+        drop(guard);
         if n == 0 {
             return Err(StoreError::NotFound("site"));
         }
@@ -281,7 +334,7 @@ impl Store {
 
     /// Delete a site with everything under it.
     pub async fn delete_site(&self, account_id: &str, site_id: &str) -> Result<()> {
-        let _g = self.write_guard().await;
+        let _guard = self.write_guard().await;
         let mut tx = self.pool.begin().await?;
         let found = sqlx::query("SELECT id FROM sites WHERE account_id = $1 AND id = $2")
             .bind(account_id)
@@ -305,14 +358,12 @@ impl Store {
 
     // ----- the shared shape of a site's children -----
 
-    async fn page<T>(
+    async fn page<T: Resource>(
         &self,
         sql: &str,
         scope: &[&str],
         cursor: Option<&str>,
         limit: u32,
-        map: fn(&AnyRow) -> Result<T>,
-        id_of: fn(&T) -> &str,
     ) -> Result<Page<T>> {
         let limit = limit.clamp(1, MAX_PAGE);
         let mut q = sqlx::query(sql);
@@ -324,65 +375,76 @@ impl Store {
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await?;
-        let mut items = rows.iter().map(map).collect::<Result<Vec<T>>>()?;
+        let mut items = rows.iter().map(T::from_row).collect::<Result<Vec<T>>>()?;
         let next_cursor = if items.len() > limit as usize {
             items.truncate(limit as usize);
-            items.last().map(|t| id_of(t).to_owned())
+            items.last().map(|t| t.id().to_owned())
         } else {
             None
         };
         Ok(Page { items, next_cursor })
     }
 
-    async fn list_child<T>(
+    async fn list_child<T: Resource>(
         &self,
-        c: Child,
         account_id: &str,
         site_id: &str,
         cursor: Option<&str>,
         limit: u32,
-        map: fn(&AnyRow) -> Result<T>,
-        id_of: fn(&T) -> &str,
     ) -> Result<Page<T>> {
         self.get_site(account_id, site_id).await?;
         let sql = format!(
             "SELECT {} FROM {} WHERE account_id = $1 AND site_id = $2 AND id > $3 ORDER BY id LIMIT $4",
-            c.cols, c.table
+            T::COLS,
+            T::TABLE
         );
-        self.page(&sql, &[account_id, site_id], cursor, limit, map, id_of).await
+        self.page(&sql, &[account_id, site_id], cursor, limit).await
     }
 
-    async fn get_child<T>(&self, c: Child, account_id: &str, id: &str, map: fn(&AnyRow) -> Result<T>) -> Result<T> {
-        let r = sqlx::query(&format!("SELECT {} FROM {} WHERE account_id = $1 AND id = $2", c.cols, c.table))
-            .bind(account_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound(c.what))?;
-        map(&r)
+    async fn get_child<T: Resource>(&self, account_id: &str, id: &str) -> Result<T> {
+        let r = sqlx::query(&format!(
+            "SELECT {} FROM {} WHERE account_id = $1 AND id = $2",
+            T::COLS,
+            T::TABLE
+        ))
+        .bind(account_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound(T::WHAT))?;
+        T::from_row(&r)
     }
 
-    async fn delete_child(&self, c: Child, account_id: &str, id: &str) -> Result<()> {
-        let _g = self.write_guard().await;
-        let n = sqlx::query(&format!("DELETE FROM {} WHERE account_id = $1 AND id = $2", c.table))
-            .bind(account_id)
-            .bind(id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+    async fn delete_child<T: Resource>(&self, account_id: &str, id: &str) -> Result<()> {
+        let guard = self.write_guard().await;
+        let n = sqlx::query(&format!(
+            "DELETE FROM {} WHERE account_id = $1 AND id = $2",
+            T::TABLE
+        ))
+        .bind(account_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        drop(guard);
         if n == 0 {
-            return Err(StoreError::NotFound(c.what));
+            return Err(StoreError::NotFound(T::WHAT));
         }
         Ok(())
     }
 
     // ----- pools -----
 
-    pub async fn create_pool(&self, account_id: &str, site_id: &str, spec: &PoolSpec) -> Result<Pool> {
+    pub async fn create_pool(
+        &self,
+        account_id: &str,
+        site_id: &str,
+        spec: &PoolSpec,
+    ) -> Result<Pool> {
         self.get_site(account_id, site_id).await?;
         let now = crate::now();
         let id = new_id();
-        let _g = self.write_guard().await;
+        let guard = self.write_guard().await;
         sqlx::query(&format!(
             "INSERT INTO pools (account_id, {POOL_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         ))
@@ -397,20 +459,31 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(|e| pool_conflict(e, &spec.name))?;
-        drop(_g);
+        drop(guard);
         self.get_pool(account_id, &id).await
     }
 
     pub async fn get_pool(&self, account_id: &str, pool_id: &str) -> Result<Pool> {
-        self.get_child(POOLS, account_id, pool_id, pool_row).await
+        self.get_child(account_id, pool_id).await
     }
 
-    pub async fn list_pools(&self, account_id: &str, site_id: &str, cursor: Option<&str>, limit: u32) -> Result<Page<Pool>> {
-        self.list_child(POOLS, account_id, site_id, cursor, limit, pool_row, |p| &p.id).await
+    pub async fn list_pools(
+        &self,
+        account_id: &str,
+        site_id: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<Pool>> {
+        self.list_child(account_id, site_id, cursor, limit).await
     }
 
-    pub async fn update_pool(&self, account_id: &str, pool_id: &str, spec: &PoolSpec) -> Result<Pool> {
-        let _g = self.write_guard().await;
+    pub async fn update_pool(
+        &self,
+        account_id: &str,
+        pool_id: &str,
+        spec: &PoolSpec,
+    ) -> Result<Pool> {
+        let guard = self.write_guard().await;
         let n = sqlx::query(
             "UPDATE pools SET name = $1, hold_minutes = $2, on_exhaustion = $3, updated_at = $4 \
              WHERE account_id = $5 AND id = $6",
@@ -425,7 +498,7 @@ impl Store {
         .await
         .map_err(|e| pool_conflict(e, &spec.name))?
         .rows_affected();
-        drop(_g);
+        drop(guard);
         if n == 0 {
             return Err(StoreError::NotFound("pool"));
         }
@@ -445,16 +518,21 @@ impl Store {
                 "the pool still has {n} number(s); delete or move them first"
             )));
         }
-        self.delete_child(POOLS, account_id, pool_id).await
+        self.delete_child::<Pool>(account_id, pool_id).await
     }
 
     // ----- sources -----
 
-    pub async fn create_source(&self, account_id: &str, site_id: &str, spec: &SourceSpec) -> Result<Source> {
+    pub async fn create_source(
+        &self,
+        account_id: &str,
+        site_id: &str,
+        spec: &SourceSpec,
+    ) -> Result<Source> {
         self.get_site(account_id, site_id).await?;
         let now = crate::now();
         let id = new_id();
-        let _g = self.write_guard().await;
+        let guard = self.write_guard().await;
         sqlx::query(&format!(
             "INSERT INTO sources (account_id, {SOURCE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         ))
@@ -469,20 +547,31 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(|e| source_conflict(e, &spec.name))?;
-        drop(_g);
+        drop(guard);
         self.get_source(account_id, &id).await
     }
 
     pub async fn get_source(&self, account_id: &str, id: &str) -> Result<Source> {
-        self.get_child(SOURCES, account_id, id, source_row).await
+        self.get_child(account_id, id).await
     }
 
-    pub async fn list_sources(&self, account_id: &str, site_id: &str, cursor: Option<&str>, limit: u32) -> Result<Page<Source>> {
-        self.list_child(SOURCES, account_id, site_id, cursor, limit, source_row, |s| &s.id).await
+    pub async fn list_sources(
+        &self,
+        account_id: &str,
+        site_id: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<Source>> {
+        self.list_child(account_id, site_id, cursor, limit).await
     }
 
-    pub async fn update_source(&self, account_id: &str, id: &str, spec: &SourceSpec) -> Result<Source> {
-        let _g = self.write_guard().await;
+    pub async fn update_source(
+        &self,
+        account_id: &str,
+        id: &str,
+        spec: &SourceSpec,
+    ) -> Result<Source> {
+        let guard = self.write_guard().await;
         let n = sqlx::query(
             "UPDATE sources SET name = $1, channel = $2, description = $3, updated_at = $4 \
              WHERE account_id = $5 AND id = $6",
@@ -497,7 +586,7 @@ impl Store {
         .await
         .map_err(|e| source_conflict(e, &spec.name))?
         .rows_affected();
-        drop(_g);
+        drop(guard);
         if n == 0 {
             return Err(StoreError::NotFound("source"));
         }
@@ -505,21 +594,30 @@ impl Store {
     }
 
     pub async fn delete_source(&self, account_id: &str, id: &str) -> Result<()> {
-        self.delete_child(SOURCES, account_id, id).await
+        self.delete_child::<Source>(account_id, id).await
     }
 
     // ----- tracking numbers -----
 
     /// Check that a number's pool is in its site, and that a pool has one fallback at most.
-    async fn check_number(&self, account_id: &str, site_id: &str, spec: &NumberSpec, except: Option<&str>) -> Result<()> {
+    async fn check_number(
+        &self,
+        account_id: &str,
+        site_id: &str,
+        spec: &NumberSpec,
+        except: Option<&str>,
+    ) -> Result<()> {
         let Some(pool_id) = spec.pool_id.as_deref() else {
             return Ok(());
         };
-        let pool = self.get_pool(account_id, pool_id).await.map_err(|_| {
-            Invalid::field("pool_id", format!("no pool `{pool_id}` in this site"))
-        })?;
+        let pool = self
+            .get_pool(account_id, pool_id)
+            .await
+            .map_err(|_| Invalid::field("pool_id", format!("no pool `{pool_id}` in this site")))?;
         if pool.site_id != site_id {
-            return Err(Invalid::field("pool_id", format!("no pool `{pool_id}` in this site")).into());
+            return Err(
+                Invalid::field("pool_id", format!("no pool `{pool_id}` in this site")).into(),
+            );
         }
         if spec.kind == NumberKind::Fallback {
             let r = sqlx::query(
@@ -540,9 +638,14 @@ impl Store {
         Ok(())
     }
 
-    pub async fn create_number(&self, account_id: &str, site_id: &str, spec: &NumberSpec) -> Result<TrackingNumber> {
+    pub async fn create_number(
+        &self,
+        account_id: &str,
+        site_id: &str,
+        spec: &NumberSpec,
+    ) -> Result<TrackingNumber> {
         self.get_site(account_id, site_id).await?;
-        let _g = self.write_guard().await;
+        let guard = self.write_guard().await;
         self.check_number(account_id, site_id, spec, None).await?;
         let now = crate::now();
         let id = new_id();
@@ -561,22 +664,34 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(|e| number_conflict(e, spec))?;
-        drop(_g);
+        drop(guard);
         self.get_number(account_id, &id).await
     }
 
     pub async fn get_number(&self, account_id: &str, id: &str) -> Result<TrackingNumber> {
-        self.get_child(NUMBERS, account_id, id, number_row).await
+        self.get_child(account_id, id).await
     }
 
-    pub async fn list_numbers(&self, account_id: &str, site_id: &str, cursor: Option<&str>, limit: u32) -> Result<Page<TrackingNumber>> {
-        self.list_child(NUMBERS, account_id, site_id, cursor, limit, number_row, |n| &n.id).await
+    pub async fn list_numbers(
+        &self,
+        account_id: &str,
+        site_id: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<TrackingNumber>> {
+        self.list_child(account_id, site_id, cursor, limit).await
     }
 
-    pub async fn update_number(&self, account_id: &str, id: &str, spec: &NumberSpec) -> Result<TrackingNumber> {
+    pub async fn update_number(
+        &self,
+        account_id: &str,
+        id: &str,
+        spec: &NumberSpec,
+    ) -> Result<TrackingNumber> {
         let current = self.get_number(account_id, id).await?;
-        let _g = self.write_guard().await;
-        self.check_number(account_id, &current.site_id, spec, Some(id)).await?;
+        let guard = self.write_guard().await;
+        self.check_number(account_id, &current.site_id, spec, Some(id))
+            .await?;
         sqlx::query(
             "UPDATE tracking_numbers SET number = $1, kind = $2, pool_id = $3, source = $4, updated_at = $5 \
              WHERE account_id = $6 AND id = $7",
@@ -591,12 +706,12 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(|e| number_conflict(e, spec))?;
-        drop(_g);
+        drop(guard);
         self.get_number(account_id, id).await
     }
 
     pub async fn delete_number(&self, account_id: &str, id: &str) -> Result<()> {
-        self.delete_child(NUMBERS, account_id, id).await
+        self.delete_child::<TrackingNumber>(account_id, id).await
     }
 }
 

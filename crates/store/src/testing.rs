@@ -27,7 +27,10 @@ impl TestDb {
         self.store.close().await;
         if let Some((base, schema)) = &self.pg_schema {
             if let Ok(admin) = Store::connect(base, &crate::ConnectOptions::default()).await {
-                let _ = admin.pool.execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str()).await;
+                let _ = admin
+                    .pool
+                    .execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
+                    .await;
                 admin.close().await;
             }
         }
@@ -50,7 +53,12 @@ pub async fn sqlite() -> TestDb {
     let dir = std::env::temp_dir().join(format!("calltrail-test-{}", uuid::Uuid::new_v4()));
     let url = format!("sqlite://{}/calltrail.db", dir.display());
     let store = Store::open(&url).await.expect("open test SQLite database");
-    TestDb { store, url, pg_schema: None, dir: Some(dir) }
+    TestDb {
+        store,
+        url,
+        pg_schema: None,
+        dir: Some(dir),
+    }
 }
 
 /// A PostgreSQL schema of the test's own, or `None` when no server is configured.
@@ -68,6 +76,13 @@ pub async fn postgres() -> Option<TestDb> {
     admin.close().await;
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    let store = Store::open(&url).await.expect("open test PostgreSQL schema");
-    Some(TestDb { store, url, pg_schema: Some((base, schema)), dir: None })
+    let store = Store::open(&url)
+        .await
+        .expect("open test PostgreSQL schema");
+    Some(TestDb {
+        store,
+        url,
+        pg_schema: Some((base, schema)),
+        dir: None,
+    })
 }

@@ -71,13 +71,29 @@ impl Modify for BearerAuth {
 pub fn router() -> Router<AppState> {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(sites::list_sites, sites::create_site))
-        .routes(routes!(sites::get_site, sites::update_site, sites::delete_site))
+        .routes(routes!(
+            sites::get_site,
+            sites::update_site,
+            sites::delete_site
+        ))
         .routes(routes!(children::list_pools, children::create_pool))
-        .routes(routes!(children::get_pool, children::update_pool, children::delete_pool))
+        .routes(routes!(
+            children::get_pool,
+            children::update_pool,
+            children::delete_pool
+        ))
         .routes(routes!(children::list_sources, children::create_source))
-        .routes(routes!(children::get_source, children::update_source, children::delete_source))
+        .routes(routes!(
+            children::get_source,
+            children::update_source,
+            children::delete_source
+        ))
         .routes(routes!(children::list_numbers, children::create_number))
-        .routes(routes!(children::get_number, children::update_number, children::delete_number))
+        .routes(routes!(
+            children::get_number,
+            children::update_number,
+            children::delete_number
+        ))
         .split_for_parts();
     let doc = std::sync::Arc::new(doc);
     router.route(

@@ -77,8 +77,15 @@ impl AppState {
 
 #[utoipa::path(get, path = "/api/v1/sites", tag = "sites", params(ListQuery),
     responses((status = 200, body = SitePage), (status = 401, body = Problem)))]
-pub async fn list_sites(State(st): State<AppState>, auth: Auth, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<SitePage>> {
-    let Page { items, next_cursor } = st.store.list_sites(&auth.account_id, q.cursor.as_deref(), q.limit()).await?;
+pub async fn list_sites(
+    State(st): State<AppState>,
+    auth: Auth,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<SitePage>> {
+    let Page { items, next_cursor } = st
+        .store
+        .list_sites(&auth.account_id, q.cursor.as_deref(), q.limit())
+        .await?;
     Ok(Json(SitePage {
         items: items.into_iter().map(|s| st.site_out(s)).collect(),
         next_cursor,
@@ -87,7 +94,11 @@ pub async fn list_sites(State(st): State<AppState>, auth: Auth, ApiQuery(q): Api
 
 #[utoipa::path(post, path = "/api/v1/sites", tag = "sites", request_body = SiteCreate,
     responses((status = 201, body = SiteOut), (status = 422, body = Problem), (status = 400, body = Problem)))]
-pub async fn create_site(State(st): State<AppState>, auth: Auth, ApiJson(body): ApiJson<SiteCreate>) -> ApiResult<(StatusCode, Json<SiteOut>)> {
+pub async fn create_site(
+    State(st): State<AppState>,
+    auth: Auth,
+    ApiJson(body): ApiJson<SiteCreate>,
+) -> ApiResult<(StatusCode, Json<SiteOut>)> {
     let spec = SiteSpec::parse(&SiteInput {
         name: &body.name,
         domains: &body.domains,
@@ -102,7 +113,11 @@ pub async fn create_site(State(st): State<AppState>, auth: Auth, ApiJson(body): 
 
 #[utoipa::path(get, path = "/api/v1/sites/{site_id}", tag = "sites",
     responses((status = 200, body = SiteOut), (status = 404, body = Problem)))]
-pub async fn get_site(State(st): State<AppState>, auth: Auth, Path(site_id): Path<String>) -> ApiResult<Json<SiteOut>> {
+pub async fn get_site(
+    State(st): State<AppState>,
+    auth: Auth,
+    Path(site_id): Path<String>,
+) -> ApiResult<Json<SiteOut>> {
     let site = st.store.get_site(&auth.account_id, &site_id).await?;
     Ok(Json(st.site_out(site)))
 }
@@ -124,17 +139,27 @@ pub async fn update_site(
         name: patch.name.as_deref().unwrap_or(&cur.name),
         domains: patch.domains.as_deref().unwrap_or(&cur.domains),
         timezone: patch.timezone.as_deref().unwrap_or(&cur.timezone),
-        default_region: patch.default_region.as_deref().unwrap_or(&cur.default_region),
+        default_region: patch
+            .default_region
+            .as_deref()
+            .unwrap_or(&cur.default_region),
         site_numbers: patch.site_numbers.as_deref().unwrap_or(&cur.site_numbers),
         forward_to: forward_to.as_deref(),
     })?;
-    let site = st.store.update_site(&auth.account_id, &site_id, &spec).await?;
+    let site = st
+        .store
+        .update_site(&auth.account_id, &site_id, &spec)
+        .await?;
     Ok(Json(st.site_out(site)))
 }
 
 #[utoipa::path(delete, path = "/api/v1/sites/{site_id}", tag = "sites",
     responses((status = 204, description = "Deleted with its pools, sources and numbers"), (status = 404, body = Problem)))]
-pub async fn delete_site(State(st): State<AppState>, auth: Auth, Path(site_id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_site(
+    State(st): State<AppState>,
+    auth: Auth,
+    Path(site_id): Path<String>,
+) -> ApiResult<StatusCode> {
     st.store.delete_site(&auth.account_id, &site_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,190 @@
+//! The `calltrail` binary as a new user runs it.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_calltrail");
+
+fn calltrail(dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(dir)
+        .env_remove("CALLTRAIL_DATABASE_URL")
+        .env_remove("RUST_LOG");
+    c
+}
+
+/// Start `calltrail serve` on a free port; return the child and its base URL.
+fn serve(mut cmd: Command) -> (Child, String) {
+    let mut child = cmd
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_owned();
+    (child, url)
+}
+
+fn get(url: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::get(url).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    })
+}
+
+fn stop(mut child: Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    for _ in 0..100 {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    panic!("calltrail did not stop on SIGTERM");
+}
+
+#[test]
+fn version_and_help() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("calltrail "));
+    for sub in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["admin", "create-account", "--help"],
+        &["migrate", "--help"],
+    ] {
+        let out = Command::new(BIN).args(sub).output().unwrap();
+        assert!(out.status.success(), "{sub:?}");
+    }
+}
+
+#[test]
+fn serve_creates_sqlite_under_data_and_answers_healthz() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, url) = serve(calltrail(dir.path()));
+    assert_eq!(get(&format!("{url}/healthz")).0, 200);
+    assert_eq!(get(&format!("{url}/readyz")), (200, "ready\n".to_owned()));
+    assert!(
+        dir.path().join("data/calltrail.db").is_file(),
+        "no ./data/calltrail.db"
+    );
+    assert!(stop(child).success(), "SIGTERM must end calltrail cleanly");
+}
+
+#[test]
+fn create_account_json_and_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = calltrail(dir.path())
+        .args(["admin", "create-account", "Acme", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["account_id", "token"]);
+    let account = v["account_id"].as_str().unwrap();
+    let out = calltrail(dir.path())
+        .args(["admin", "create-token", "--account", account, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ne!(t["token"], v["token"]);
+    // An unknown account is one clear line and a non-zero exit.
+    let out = calltrail(dir.path())
+        .args(["admin", "create-token", "--account", "missing"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: account not found"), "{err}");
+}
+
+#[test]
+fn config_layers_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("calltrail.toml"),
+        "listen = \"127.0.0.1:9100\"\n",
+    )
+    .unwrap();
+    let out = calltrail(dir.path())
+        .arg("config")
+        .env(
+            "CALLTRAIL_DATABASE_URL",
+            "postgres://ct:secret@db.internal/ct",
+        )
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("listen = \"127.0.0.1:9100\""), "{s}");
+    assert!(s.contains("postgres://ct:***@db.internal/ct"), "{s}");
+    assert!(!s.contains("secret"), "{s}");
+    let out = calltrail(dir.path())
+        .args(["config", "--listen", "127.0.0.1:9200"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("127.0.0.1:9200"));
+    let out = calltrail(dir.path())
+        .arg("migrate")
+        .env("CALLTRAIL_DATABASE_URL", "mysql://x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("database_url"));
+}
+
+/// The same binary on PostgreSQL, when the test database is configured.
+#[test]
+fn serve_on_postgres() {
+    let Ok(base) = std::env::var("CALLTRAIL_TEST_DATABASE_URL") else {
+        eprintln!("CALLTRAIL_TEST_DATABASE_URL not set: PostgreSQL case skipped");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = calltrail(dir.path())
+        .arg("migrate")
+        .env("CALLTRAIL_DATABASE_URL", &base)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("postgres"));
+    let mut cmd = calltrail(dir.path());
+    cmd.env("CALLTRAIL_DATABASE_URL", &base);
+    let (child, url) = serve(cmd);
+    assert_eq!(get(&format!("{url}/readyz")).0, 200);
+    assert!(
+        !dir.path().join("data").exists(),
+        "PostgreSQL mode must not create an SQLite file"
+    );
+    assert!(stop(child).success());
+}
