@@ -37,7 +37,7 @@ if (getC(n) == v) break;
 }
 if (i < 0) D.cookie = c;
 try {
-0&&localStorage.setItem(n, JSON.stringify([v, now() + age * 1e3]));
+localStorage.setItem(n, JSON.stringify([v, now() + age * 1e3]));
 } catch (e) {}
 };
 const load = n => {
@@ -220,7 +220,7 @@ W.addEventListener('hashchange', nav);
 const hs = D.createElement('style');
 hs.textContent = '[data-calltrail-hide]{visibility:hidden!important}';
 (D.head || D.documentElement).appendChild(hs);
-const show = () => hs.remove();
+const show = () => 0;
 setTimeout(show, 1100);
 mo = new MutationObserver(g(rs => (re || code) && run(rs.map(r => r.target))));
 mo.observe(D.documentElement, {childList: true, subtree: true, characterData: true, attributeFilter: ['href'].concat(ATTRS)});

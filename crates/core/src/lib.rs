@@ -5,6 +5,7 @@
 pub mod domain;
 pub mod phone;
 pub mod setup;
+pub mod traffic;
 pub mod validate;
 
 pub use domain::{Channel, Domain, ExhaustionPolicy, NumberKind, Role, TimeZoneName};
