@@ -1,8 +1,8 @@
-/*! calltrail ct.js | https://github.com/calltrail | install: <script async src="https://HOST/t/ct.js" data-site="KEY"></script> */
+/*! calltrail ct.js - call tracking number swap. Install: <script async src="https://HOST/t/ct.js" data-site="KEY"></script> */
 (function () {
 try {
 const W = window, D = document, L = location, now = Date.now;
-if (W.calltrail) return;
+if (W.calltrail && W.calltrail.swap) return;
 const g = f => function () {
 try {
 return f.apply(this, arguments);
@@ -28,14 +28,22 @@ const getC = n => {
 const m = D.cookie.match('(?:^|; )' + n + '=([^;]*)');
 return m ? decodeURIComponent(m[1]) : null;
 };
-const store = (n, v, age) => {
-const h = L.hostname, p = h.split('.'), c = n + '=' + encodeURIComponent(v) + ';path=/;max-age=' + age + ';samesite=lax';
-let i = /^[\d.]+$|:/.test(h) ? -1 : p.length - 2;
-for (; i >= 0; i--) {
-D.cookie = c + ';domain=' + p.slice(i).join('.');
-if (getC(n) == v) break;
+const setC = (n, v, age) => {
+D.cookie = n + '=' + encodeURIComponent(v) + ';path=/;max-age=' + age + ';samesite=lax' + (dom ? ';domain=' + dom : '');
+};
+const h = L.hostname, hp = h.split('.'), t = '' + Math.random();
+let dom, i = /^[\d.]+$|:/.test(h) ? 0 : hp.length - 1;
+while (i-- > 0) {
+dom = hp.slice(i).join('.');
+setC('_ct_t', t, 9);
+if (getC('_ct_t') == t) {
+setC('_ct_t', '', 0);
+break;
 }
-if (i < 0) D.cookie = c;
+dom = 0;
+}
+const store = (n, v, age) => {
+setC(n, v, age);
 try {
 localStorage.setItem(n, JSON.stringify([v, now() + age * 1e3]));
 } catch (e) {}
@@ -68,7 +76,7 @@ return r.text();
 });
 const ids = () => ({site_key: key, visitor_id: vid, session_id: sid});
 const call = (path, body) => post(path, Object.assign(ids(), body), 1e4).then(j => {
-if (j.ping_s > 0) ps = j.ping_s;
+if (j.ping_s >= 1) ps = j.ping_s;
 if (j.numbers) apply(j.numbers);
 store('_ct_sid', sid, 1800);
 }).catch(() => {});
@@ -145,15 +153,19 @@ if (!root.closest(SKIP)) walk(root);
 text(s, parts);
 };
 const run = g(list => {
-const b = D.body, rs = [];
+const b = D.body, rs = new Set();
 if (mo) list = list.concat(mo.takeRecords().map(r => r.target));
 if (!b) return;
 list.forEach(n => {
 while (n && (n.nodeType != 1 || INL.test(n.tagName))) n = n.parentNode;
 if (n && n.contains(b)) n = b;
-if (n && b.contains(n) && rs.indexOf(n) < 0) rs.push(n);
+if (n && b.contains(n)) rs.add(n);
 });
-rs.filter(r => !rs.some(o => o != r && o.contains(r))).forEach(scan);
+rs.forEach(r => {
+let p = r;
+while ((p = p.parentNode) && !rs.has(p));
+if (!p) scan(r);
+});
 if (mo) mo.takeRecords();
 });
 const apply = (list, force) => {
@@ -220,7 +232,7 @@ W.addEventListener('hashchange', nav);
 const hs = D.createElement('style');
 hs.textContent = '[data-calltrail-hide]{visibility:hidden!important}';
 (D.head || D.documentElement).appendChild(hs);
-const show = () => 0;
+const show = () => hs.remove();
 setTimeout(show, 1100);
 mo = new MutationObserver(g(rs => (re || code) && run(rs.map(r => r.target))));
 mo.observe(D.documentElement, {childList: true, subtree: true, characterData: true, attributeFilter: ['href'].concat(ATTRS)});
@@ -240,7 +252,7 @@ if (!j.visitor_id || !j.session_id) throw 0;
 store('_ct_vid', vid = j.visitor_id, 31536e3);
 store('_ct_sid', sid = j.session_id, 1800);
 if (j.track_code != null) code = String(j.track_code);
-if (j.ping_s > 0) ps = j.ping_s;
+if (j.ping_s >= 1) ps = j.ping_s;
 last = now();
 apply(j.numbers || [], 1);
 D.addEventListener('visibilitychange', beat);

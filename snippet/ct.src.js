@@ -1,4 +1,4 @@
-/*! calltrail ct.js | https://github.com/calltrail | install: <script async src="https://HOST/t/ct.js" data-site="KEY"></script> */
+/*! calltrail ct.js - call tracking number swap. Install: <script async src="https://HOST/t/ct.js" data-site="KEY"></script> */
 // Source of the number-swap script. snippet/ct.js (the file the server embeds and
 // serves at /t/ct.js) is this file with comments and indentation stripped:
 // edit here, then run `npm run build` in e2e/. Rules for this file, so that the
@@ -8,7 +8,8 @@
 (function () {
   try {
     const W = window, D = document, L = location, now = Date.now;
-    if (W.calltrail) return;
+    // installed twice (an element with id="calltrail" also shows up as window.calltrail)
+    if (W.calltrail && W.calltrail.swap) return;
     // Wraps a callback so nothing we do can ever throw into the page.
     const g = f => function () {
       try {
@@ -36,19 +37,30 @@
     const subs = [];
     let nums = [], conf = [], re = null, code = null, vid, sid, ps = 30, last = 0, url = L.href, timer, mo;
 
-    // ---- first-party ids: cookie on the widest domain that sticks, plus localStorage
+    // ---- first-party ids: a cookie on the site's widest domain, plus localStorage
     const getC = n => {
       const m = D.cookie.match('(?:^|; )' + n + '=([^;]*)');
       return m ? decodeURIComponent(m[1]) : null;
     };
-    const store = (n, v, age) => {
-      const h = L.hostname, p = h.split('.'), c = n + '=' + encodeURIComponent(v) + ';path=/;max-age=' + age + ';samesite=lax';
-      let i = /^[\d.]+$|:/.test(h) ? -1 : p.length - 2;
-      for (; i >= 0; i--) {
-        D.cookie = c + ';domain=' + p.slice(i).join('.');
-        if (getC(n) == v) break;
+    const setC = (n, v, age) => {
+      D.cookie = n + '=' + encodeURIComponent(v) + ';path=/;max-age=' + age + ';samesite=lax' + (dom ? ';domain=' + dom : '');
+    };
+    // The widest domain that takes a cookie: try the shortest suffix with a dot
+    // first ("shop.example.com" on www.shop.example.com ... public suffixes are
+    // refused by the browser), up to the full host name; host-only on IPs.
+    const h = L.hostname, hp = h.split('.'), t = '' + Math.random();
+    let dom, i = /^[\d.]+$|:/.test(h) ? 0 : hp.length - 1;
+    while (i-- > 0) {
+      dom = hp.slice(i).join('.');
+      setC('_ct_t', t, 9);
+      if (getC('_ct_t') == t) {
+        setC('_ct_t', '', 0);
+        break;
       }
-      if (i < 0) D.cookie = c;
+      dom = 0;
+    }
+    const store = (n, v, age) => {
+      setC(n, v, age);
       try {
         localStorage.setItem(n, JSON.stringify([v, now() + age * 1e3]));
       } catch (e) {}
@@ -83,7 +95,7 @@
     });
     const ids = () => ({site_key: key, visitor_id: vid, session_id: sid});
     const call = (path, body) => post(path, Object.assign(ids(), body), 1e4).then(j => {
-      if (j.ping_s > 0) ps = j.ping_s;
+      if (j.ping_s >= 1) ps = j.ping_s;
       if (j.numbers) apply(j.numbers);
       store('_ct_sid', sid, 1800);
     }).catch(() => {});
@@ -168,15 +180,20 @@
     // Swaps inside the block containers of the given nodes, then forgets the
     // mutation records our own writes produced.
     const run = g(list => {
-      const b = D.body, rs = [];
+      const b = D.body, rs = new Set();
       if (mo) list = list.concat(mo.takeRecords().map(r => r.target));
       if (!b) return;
       list.forEach(n => {
         while (n && (n.nodeType != 1 || INL.test(n.tagName))) n = n.parentNode;
         if (n && n.contains(b)) n = b;
-        if (n && b.contains(n) && rs.indexOf(n) < 0) rs.push(n);
+        if (n && b.contains(n)) rs.add(n);
       });
-      rs.filter(r => !rs.some(o => o != r && o.contains(r))).forEach(scan);
+      // scan each root once, and not again inside another root
+      rs.forEach(r => {
+        let p = r;
+        while ((p = p.parentNode) && !rs.has(p));
+        if (!p) scan(r);
+      });
       if (mo) mo.takeRecords();
     });
     // New mapping from the server: build the matcher, re-swap from the originals.
@@ -274,7 +291,7 @@
       store('_ct_vid', vid = j.visitor_id, 31536e3);
       store('_ct_sid', sid = j.session_id, 1800);
       if (j.track_code != null) code = String(j.track_code);
-      if (j.ping_s > 0) ps = j.ping_s;
+      if (j.ping_s >= 1) ps = j.ping_s;
       last = now();
       apply(j.numbers || [], 1);
       D.addEventListener('visibilitychange', beat);

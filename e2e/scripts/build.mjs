@@ -4,6 +4,7 @@
 //        node scripts/build.mjs --check  exit 1 if snippet/ct.js is stale
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { sizes, LIMIT } from './size.mjs';
 
 export const SRC = fileURLToPath(new URL('../../snippet/ct.src.js', import.meta.url));
 export const OUT = fileURLToPath(new URL('../../snippet/ct.js', import.meta.url));
@@ -40,6 +41,8 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     console.log('snippet/ct.js is up to date');
   } else {
     writeFileSync(OUT, built);
-    console.log(`wrote ${OUT}`);
+    const { raw, gzip } = sizes(OUT);
+    console.log(`wrote snippet/ct.js: ${raw} bytes raw, ${gzip} bytes gzipped (budget ${LIMIT})`);
+    if (gzip > LIMIT) process.exit(1);
   }
 }

@@ -39,7 +39,7 @@ export async function startSite(calltrailBase) {
   const port = server.address().port;
   return {
     port,
-    /** URL of page `name` for site `key`; `host` may be any *.test name (mapped to 127.0.0.1). */
+    /** URL of page `name` for site `key`; `host` may be any *.test or *.shop.co.uk name (mapped to 127.0.0.1). */
     url(key, name, { host = '127.0.0.1', query = '' } = {}) {
       return `http://${host}:${port}/${key}/${name}${query}`;
     },

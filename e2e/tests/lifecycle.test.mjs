@@ -112,23 +112,44 @@ test('ids are set on the widest domain the browser accepts', async () => {
   assert.equal(visits[1].visitor_id, decodeURIComponent(vid.value));
 });
 
+test('a public suffix (co.uk) is refused by the browser: ids go on the next wider domain and keep sliding', async () => {
+  const key = await env.newSite({ ping_s: 1 });
+  const context = await newContext();
+  const page = await open(context, env.site.url(key, 'plain.html', { host: 'www.shop.co.uk' }));
+  await swapped(page);
+  const sid = await cookie(context, '_ct_sid');
+  assert.equal(sid.domain, '.shop.co.uk');
+  assert.equal((await context.cookies()).filter((c) => c.name === '_ct_sid').length, 1);
+  assert.equal(await cookie(context, '_ct_t'), undefined, 'the probe cookie is removed');
+  await until(async () => (await env.ct.pings(key)).length >= 2, 4000);
+  await sleep(200);
+  const later = await cookie(context, '_ct_sid');
+  assert.ok(later.expires >= sid.expires + 1, `expiry moved from ${sid.expires} to ${later.expires}`);
+});
+
 test('two tabs of one visitor share one session and one number; another visitor gets another', async () => {
-  const key = await env.newSite();
+  const pool = ['+74957654321', '+74957654322'];
+  const key = await env.newSite({ pools: [{ replaces: [MOSCOW], numbers: pool }] });
   const context = await newContext();
   const tab1 = await open(context, env.site.url(key, 'plain.html'));
   await swapped(tab1);
   const tab2 = await open(context, env.site.url(key, 'plain.html'));
   await swapped(tab2);
-  const [n1, n2] = [await text(tab1, '#phone'), await text(tab2, '#phone')];
-  assert.equal(n1, '+7 (495) 765-43-21');
-  assert.equal(n2, n1);
+  const n1 = await tab1.evaluate(() => window.calltrail.number());
+  assert.ok(pool.includes(n1), n1);
+  assert.equal(await tab2.evaluate(() => window.calltrail.number()), n1);
+  const shown = `+7 (495) ${n1.slice(5, 8)}-${n1.slice(8, 10)}-${n1.slice(10)}`;
+  assert.equal(await text(tab1, '#phone'), shown);
+  assert.equal(await text(tab2, '#phone'), shown);
   const visits = await env.ct.visits(key);
   assert.equal(visits.length, 2);
   assert.ok(visits[1].session_id, 'second tab continues the session');
 
   const stranger = await open(await newContext(), env.site.url(key, 'plain.html'));
   await swapped(stranger);
-  assert.equal(await text(stranger, '#phone'), '+7 (495) 765-43-22');
+  const n2 = await stranger.evaluate(() => window.calltrail.number());
+  assert.equal(n2, pool.find((n) => n !== n1));
+  assert.equal(await text(stranger, '#phone'), `+7 (495) ${n2.slice(5, 8)}-${n2.slice(8, 10)}-${n2.slice(10)}`);
 });
 
 test('heartbeat every ping_s while visible, none while hidden, one at once when visible again', async () => {

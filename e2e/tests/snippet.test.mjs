@@ -45,7 +45,7 @@ after(async () => {
   await env?.close();
 });
 
-test('the only global the script adds is window.calltrail', async () => {
+test('the only global the script adds is window.calltrail (also next to an element with id="calltrail")', async () => {
   const key = await env.newSite();
   const context = await env.browser.newContext();
   const page = await open(context, env.site.url(key, 'globals.html'));

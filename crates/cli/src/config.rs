@@ -144,7 +144,7 @@ impl Config {
 }
 
 fn toml_string(cfg: &Config) -> String {
-        let v = serde_json::to_value(cfg).unwrap_or_default();
+    let v = serde_json::to_value(cfg).unwrap_or_default();
     let mut out = String::new();
     if let Some(map) = v.as_object() {
         for (k, v) in map {

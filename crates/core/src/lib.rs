@@ -3,7 +3,9 @@
 //! Nothing here does IO or reads the clock: time is a value passed in.
 
 pub mod domain;
+pub mod engine;
 pub mod phone;
+pub mod rules;
 pub mod setup;
 pub mod traffic;
 pub mod validate;

@@ -20,8 +20,8 @@ macro_rules! migrations {
     };
 }
 
-const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_setup");
-const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_setup");
+const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_setup", 2 "0002_engine");
+const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_setup", 2 "0002_engine");
 
 impl Store {
     /// Apply every migration not applied yet; returns the names applied now.

@@ -96,3 +96,108 @@ pub struct TrackingNumber {
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: jiff::Timestamp,
 }
+
+/// A combined-tracking rule of a site.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RuleRecord {
+    pub id: String,
+    pub site_id: String,
+    /// Lower runs first.
+    pub priority: i64,
+    /// The conditions (see `RuleMatch`).
+    #[schema(value_type = Object)]
+    pub r#match: serde_json::Value,
+    pub pool_id: Option<String>,
+    pub number_id: Option<String>,
+    /// `false`: leave the site's own number.
+    pub swap: bool,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: jiff::Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: jiff::Timestamp,
+}
+
+/// A visit (session) as stored.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Session {
+    pub id: String,
+    pub site_id: String,
+    pub visitor_id: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: jiff::Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub last_activity: jiff::Timestamp,
+    pub track_code: String,
+    pub channel: String,
+    pub source: String,
+    pub medium: String,
+    pub campaign: Option<String>,
+    pub content: Option<String>,
+    pub keyword: Option<String>,
+    pub referrer: Option<String>,
+    pub referrer_domain: Option<String>,
+    pub landing_url: String,
+    pub landing_path: String,
+    pub gclid: Option<String>,
+    pub yclid: Option<String>,
+    pub fbclid: Option<String>,
+    pub ga_client_id: Option<String>,
+    pub ym_client_id: Option<String>,
+    pub user_agent: Option<String>,
+    pub device: Option<String>,
+    pub browser: Option<String>,
+    pub os: Option<String>,
+    pub ip: Option<String>,
+    pub city: Option<String>,
+    pub screen: Option<String>,
+    pub lang: Option<String>,
+    pub is_bot: bool,
+    pub rule_id: Option<String>,
+    pub pool_id: Option<String>,
+    /// The tracking number shown (its id).
+    pub number_id: Option<String>,
+    pub lease_id: Option<String>,
+    pub page_count: i64,
+}
+
+/// One page view or in-page event of a session.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PageView {
+    #[schema(value_type = String, format = DateTime)]
+    pub at: jiff::Timestamp,
+    pub kind: String,
+    pub url: String,
+    pub title: Option<String>,
+}
+
+/// A call with its attribution.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Call {
+    pub id: String,
+    pub site_id: String,
+    pub provider: String,
+    pub provider_call_id: String,
+    /// The tracking number called (E.164).
+    pub tracking_number: String,
+    pub number_id: Option<String>,
+    /// `static`, `pool`, `fallback`, or absent for a number that is not a tracking number.
+    pub number_kind: Option<String>,
+    /// E.164, or `hidden`.
+    pub caller: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: jiff::Timestamp,
+    /// static | dynamic | dynamic_late | caller_history | track_code | fallback | unmatched
+    pub method: String,
+    /// 0..1: how sure the attribution is.
+    pub confidence: f64,
+    pub session_id: Option<String>,
+    pub visitor_id: Option<String>,
+    pub channel: String,
+    pub source: String,
+    pub medium: Option<String>,
+    pub campaign: Option<String>,
+    pub keyword: Option<String>,
+    pub landing_url: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: jiff::Timestamp,
+}

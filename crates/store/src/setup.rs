@@ -9,8 +9,8 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::{
-    from_ms, ms, new_id, Account, ApiToken, Page, Pool, Result, Site, Source, Store, StoreError,
-    TrackingNumber,
+    from_ms, ms, new_id, Account, ApiToken, Page, Pool, Result, RuleRecord, Site, Source, Store,
+    StoreError, TrackingNumber,
 };
 
 /// Longest page a list returns.
@@ -96,6 +96,8 @@ const SITE_COLS: &str = "id, account_id, name, domains, timezone, default_region
                          forward_to, public_key, created_at, updated_at";
 const POOL_COLS: &str = "id, site_id, name, hold_minutes, on_exhaustion, created_at, updated_at";
 const SOURCE_COLS: &str = "id, site_id, name, channel, description, created_at, updated_at";
+const RULE_COLS: &str =
+    "id, site_id, priority, match_json, pool_id, number_id, swap, created_at, updated_at";
 const NUMBER_COLS: &str = "id, site_id, number, kind, pool_id, source, created_at, updated_at";
 
 /// A table the store lists, gets and deletes in one shape of query.
@@ -123,6 +125,21 @@ macro_rules! resource {
     };
 }
 
+fn rule_row(r: &AnyRow) -> Result<RuleRecord> {
+    Ok(RuleRecord {
+        id: r.try_get("id")?,
+        site_id: r.try_get("site_id")?,
+        priority: r.try_get("priority")?,
+        r#match: serde_json::from_str(&r.try_get::<String, _>("match_json")?).unwrap_or_default(),
+        pool_id: r.try_get("pool_id")?,
+        number_id: r.try_get("number_id")?,
+        swap: r.try_get("swap")?,
+        created_at: from_ms(r.try_get("created_at")?),
+        updated_at: from_ms(r.try_get("updated_at")?),
+    })
+}
+
+resource!(RuleRecord, "rules", RULE_COLS, "rule", rule_row);
 resource!(Site, "sites", SITE_COLS, "site", site_row);
 resource!(Pool, "pools", POOL_COLS, "pool", pool_row);
 resource!(Source, "sources", SOURCE_COLS, "source", source_row);
@@ -344,8 +361,26 @@ impl Store {
         if found.is_none() {
             return Err(StoreError::NotFound("site"));
         }
+        sqlx::query("DELETE FROM page_views WHERE session_id IN (SELECT id FROM sessions WHERE site_id = $1)")
+            .bind(site_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM number_state WHERE number_id IN (SELECT id FROM tracking_numbers WHERE site_id = $1)")
+            .bind(site_id)
+            .execute(&mut *tx)
+            .await?;
         // Children first: numbers reference pools.
-        for table in ["tracking_numbers", "pools", "sources", "sites"] {
+        for table in [
+            "calls",
+            "exhaustions",
+            "leases",
+            "sessions",
+            "rules",
+            "tracking_numbers",
+            "pools",
+            "sources",
+            "sites",
+        ] {
             let col = if table == "sites" { "id" } else { "site_id" };
             sqlx::query(&format!("DELETE FROM {table} WHERE {col} = $1"))
                 .bind(site_id)
@@ -739,5 +774,158 @@ fn number_conflict(e: sqlx::Error, spec: &NumberSpec) -> StoreError {
         ))
     } else {
         e.into()
+    }
+}
+
+/// A validated rule: what it matches and what it shows.
+#[derive(Debug, Clone)]
+pub struct RuleSpec {
+    pub priority: i64,
+    pub matcher: calltrail_core::rules::RuleMatch,
+    pub pool_id: Option<String>,
+    pub number_id: Option<String>,
+    pub swap: bool,
+}
+
+impl Store {
+    /// Check that a rule's pool or number belongs to its site.
+    async fn check_rule(&self, account_id: &str, site_id: &str, spec: &RuleSpec) -> Result<()> {
+        if let Some(pid) = &spec.pool_id {
+            match self.get_pool(account_id, pid).await {
+                Ok(p) if p.site_id == site_id => {}
+                _ => {
+                    return Err(
+                        Invalid::field("pool_id", format!("no pool `{pid}` in this site")).into(),
+                    )
+                }
+            }
+        }
+        if let Some(nid) = &spec.number_id {
+            match self.get_number(account_id, nid).await {
+                Ok(n) if n.site_id == site_id && n.kind == "static" => {}
+                Ok(n) if n.site_id == site_id => {
+                    return Err(Invalid::field(
+                        "number_id",
+                        "a rule shows a static number; pool numbers are leased through their pool",
+                    )
+                    .into())
+                }
+                _ => {
+                    return Err(Invalid::field(
+                        "number_id",
+                        format!("no number `{nid}` in this site"),
+                    )
+                    .into())
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn create_rule(
+        &self,
+        account_id: &str,
+        site_id: &str,
+        spec: &RuleSpec,
+    ) -> Result<RuleRecord> {
+        self.get_site(account_id, site_id).await?;
+        self.check_rule(account_id, site_id, spec).await?;
+        let now = crate::now();
+        let id = new_id();
+        let guard = self.write_guard().await;
+        sqlx::query(&format!(
+            "INSERT INTO rules (account_id, {RULE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))
+        .bind(account_id)
+        .bind(&id)
+        .bind(site_id)
+        .bind(spec.priority)
+        .bind(serde_json::to_string(&spec.matcher).unwrap_or_else(|_| "{}".into()))
+        .bind(spec.pool_id.clone())
+        .bind(spec.number_id.clone())
+        .bind(spec.swap)
+        .bind(ms(now))
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+        drop(guard);
+        self.get_rule(account_id, &id).await
+    }
+
+    pub async fn get_rule(&self, account_id: &str, id: &str) -> Result<RuleRecord> {
+        self.get_child(account_id, id).await
+    }
+
+    pub async fn list_rules(
+        &self,
+        account_id: &str,
+        site_id: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<RuleRecord>> {
+        self.list_child(account_id, site_id, cursor, limit).await
+    }
+
+    /// Every rule of a site, in the order they apply (for the engine).
+    pub async fn site_rules(&self, site_id: &str) -> Result<Vec<RuleRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RULE_COLS} FROM rules WHERE site_id = $1 ORDER BY priority, id"
+        ))
+        .bind(site_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rule_row).collect()
+    }
+
+    pub async fn update_rule(
+        &self,
+        account_id: &str,
+        id: &str,
+        spec: &RuleSpec,
+    ) -> Result<RuleRecord> {
+        let cur = self.get_rule(account_id, id).await?;
+        self.check_rule(account_id, &cur.site_id, spec).await?;
+        let guard = self.write_guard().await;
+        sqlx::query(
+            "UPDATE rules SET priority = $1, match_json = $2, pool_id = $3, number_id = $4, swap = $5, updated_at = $6 \
+             WHERE account_id = $7 AND id = $8",
+        )
+        .bind(spec.priority)
+        .bind(serde_json::to_string(&spec.matcher).unwrap_or_else(|_| "{}".into()))
+        .bind(spec.pool_id.clone())
+        .bind(spec.number_id.clone())
+        .bind(spec.swap)
+        .bind(ms(crate::now()))
+        .bind(account_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        drop(guard);
+        self.get_rule(account_id, id).await
+    }
+
+    pub async fn delete_rule(&self, account_id: &str, id: &str) -> Result<()> {
+        self.delete_child::<RuleRecord>(account_id, id).await
+    }
+
+    /// Every pool and number of a site (for the engine's site context).
+    pub async fn site_pools(&self, site_id: &str) -> Result<Vec<Pool>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {POOL_COLS} FROM pools WHERE site_id = $1 ORDER BY id"
+        ))
+        .bind(site_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(pool_row).collect()
+    }
+
+    pub async fn site_numbers(&self, site_id: &str) -> Result<Vec<TrackingNumber>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {NUMBER_COLS} FROM tracking_numbers WHERE site_id = $1 ORDER BY id"
+        ))
+        .bind(site_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(number_row).collect()
     }
 }

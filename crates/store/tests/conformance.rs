@@ -1,7 +1,11 @@
 //! The store conformance suite: every case runs on SQLite, and on PostgreSQL when
 //! `CALLTRAIL_TEST_DATABASE_URL` is set (CI sets it).
 
-#![allow(clippy::unwrap_used, clippy::missing_panics_doc, clippy::items_after_statements)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::missing_panics_doc,
+    clippy::items_after_statements
+)]
 
 use calltrail_core::setup::{NumberSpec, PoolSpec, SiteInput, SiteSpec, SourceSpec};
 use calltrail_core::Region;

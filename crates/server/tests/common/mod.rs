@@ -1,6 +1,5 @@
 //! Spawns the real server on port 0 over a fresh database, per backend.
 #![allow(dead_code)]
-
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use calltrail_server::{AppState, ServerConfig};

@@ -1,0 +1,936 @@
+//! The engine's store operations: sessions, atomic number allocation, heartbeats, calls.
+//!
+//! Each public operation is one transaction. Allocation serialises per pool: SQLite through
+//! the in-process writer lock, PostgreSQL through `SELECT ... FOR UPDATE` on the pool row,
+//! so two calltrail nodes sharing a database never lease one number twice.
+
+use calltrail_core::engine::{self, Allocation, Lease, Millis, Requester, Slot};
+use calltrail_core::ExhaustionPolicy;
+use rand::Rng;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use crate::{from_ms, new_id, Backend, Call, PageView, Result, Session, Store, StoreError};
+
+/// How a session's number is chosen.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Leave the site's own number.
+    None,
+    /// Show this static number.
+    Static { number_id: String, number: String },
+    /// Lease a number from a pool.
+    Pool(PoolTarget),
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolTarget {
+    pub pool_id: String,
+    pub hold_minutes: i64,
+    pub policy: ExhaustionPolicy,
+    /// The pool's fallback number: `(id, E.164)`.
+    pub fallback: Option<(String, String)>,
+}
+
+impl PoolTarget {
+    fn hold(&self) -> Millis {
+        self.hold_minutes * engine::MINUTE
+    }
+}
+
+/// A session to open, with everything known about its first view.
+#[derive(Debug, Clone, Default)]
+pub struct NewSession {
+    pub site_id: String,
+    pub visitor_id: String,
+    pub channel: String,
+    pub source: String,
+    pub medium: String,
+    pub campaign: Option<String>,
+    pub content: Option<String>,
+    pub keyword: Option<String>,
+    pub referrer: Option<String>,
+    pub referrer_domain: Option<String>,
+    pub landing_url: String,
+    pub landing_path: String,
+    pub title: Option<String>,
+    pub gclid: Option<String>,
+    pub yclid: Option<String>,
+    pub fbclid: Option<String>,
+    pub ga_client_id: Option<String>,
+    pub ym_client_id: Option<String>,
+    pub user_agent: Option<String>,
+    pub device: Option<String>,
+    pub browser: Option<String>,
+    pub os: Option<String>,
+    pub ip: Option<String>,
+    pub city: Option<String>,
+    pub screen: Option<String>,
+    pub lang: Option<String>,
+    pub is_bot: bool,
+    pub rule_id: Option<String>,
+}
+
+/// A page view or event to add to a continuing session.
+#[derive(Debug, Clone)]
+pub struct NewPage {
+    pub kind: String,
+    pub url: String,
+    pub title: Option<String>,
+}
+
+/// What a visit or heartbeat ends with: the number to show and how it was chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shown {
+    pub session_id: String,
+    pub visitor_id: String,
+    pub track_code: String,
+    /// The tracking number to show (E.164), `None` to keep the site's own.
+    pub number: Option<String>,
+    pub allocation: Option<Allocation>,
+}
+
+/// A call to store; its attribution is decided before.
+#[derive(Debug, Clone)]
+pub struct NewCall {
+    pub account_id: String,
+    pub site_id: String,
+    pub provider: String,
+    pub provider_call_id: String,
+    pub tracking_number: String,
+    pub number_id: Option<String>,
+    pub number_kind: Option<String>,
+    pub caller: String,
+    pub started_at: Millis,
+    pub method: String,
+    pub confidence: f64,
+    pub lease_id: Option<String>,
+    pub session_id: Option<String>,
+    pub visitor_id: Option<String>,
+    pub channel: String,
+    pub source: String,
+    pub medium: Option<String>,
+    pub campaign: Option<String>,
+    pub keyword: Option<String>,
+    pub landing_url: Option<String>,
+}
+
+/// A tracking number found by its E.164 form, with its account.
+#[derive(Debug, Clone)]
+pub struct NumberOwner {
+    pub account_id: String,
+    pub site_id: String,
+    pub number_id: String,
+    pub kind: String,
+    pub source: Option<String>,
+}
+
+const LEASE_COLS: &str = "l.id AS l_id, l.number_id AS l_number_id, l.session_id AS l_session_id, \
+    l.visitor_id AS l_visitor_id, l.source AS l_source, l.leased_at AS l_leased_at, \
+    l.last_activity AS l_last_activity, l.hold_until AS l_hold_until, l.ended_at AS l_ended_at";
+
+fn lease_row(r: &AnyRow) -> Result<Option<Lease>> {
+    let Some(id) = r.try_get::<Option<String>, _>("l_id")? else {
+        return Ok(None);
+    };
+    Ok(Some(Lease {
+        id,
+        number_id: r.try_get("l_number_id")?,
+        session_id: r.try_get("l_session_id")?,
+        visitor_id: r.try_get("l_visitor_id")?,
+        source: r.try_get("l_source")?,
+        leased_at: r.try_get("l_leased_at")?,
+        last_activity: r.try_get("l_last_activity")?,
+        hold_until: r.try_get("l_hold_until")?,
+        ended_at: r.try_get("l_ended_at")?,
+    }))
+}
+
+pub(crate) const SESSION_COLS: &str = "id, site_id, visitor_id, started_at, last_activity, track_code, channel, \
+    source, medium, campaign, content, keyword, referrer, referrer_domain, landing_url, landing_path, \
+    gclid, yclid, fbclid, ga_client_id, ym_client_id, user_agent, device, browser, os, ip, city, screen, \
+    lang, is_bot, rule_id, pool_id, number_id, lease_id, page_count";
+
+pub(crate) fn session_row(r: &AnyRow) -> Result<Session> {
+    Ok(Session {
+        id: r.try_get("id")?,
+        site_id: r.try_get("site_id")?,
+        visitor_id: r.try_get("visitor_id")?,
+        started_at: from_ms(r.try_get("started_at")?),
+        last_activity: from_ms(r.try_get("last_activity")?),
+        track_code: r.try_get("track_code")?,
+        channel: r.try_get("channel")?,
+        source: r.try_get("source")?,
+        medium: r.try_get("medium")?,
+        campaign: r.try_get("campaign")?,
+        content: r.try_get("content")?,
+        keyword: r.try_get("keyword")?,
+        referrer: r.try_get("referrer")?,
+        referrer_domain: r.try_get("referrer_domain")?,
+        landing_url: r.try_get("landing_url")?,
+        landing_path: r.try_get("landing_path")?,
+        gclid: r.try_get("gclid")?,
+        yclid: r.try_get("yclid")?,
+        fbclid: r.try_get("fbclid")?,
+        ga_client_id: r.try_get("ga_client_id")?,
+        ym_client_id: r.try_get("ym_client_id")?,
+        user_agent: r.try_get("user_agent")?,
+        device: r.try_get("device")?,
+        browser: r.try_get("browser")?,
+        os: r.try_get("os")?,
+        ip: r.try_get("ip")?,
+        city: r.try_get("city")?,
+        screen: r.try_get("screen")?,
+        lang: r.try_get("lang")?,
+        is_bot: r.try_get("is_bot")?,
+        rule_id: r.try_get("rule_id")?,
+        pool_id: r.try_get("pool_id")?,
+        number_id: r.try_get("number_id")?,
+        lease_id: r.try_get("lease_id")?,
+        page_count: r.try_get("page_count")?,
+    })
+}
+
+const CALL_COLS: &str = "id, site_id, provider, provider_call_id, tracking_number, number_id, number_kind, \
+    caller, started_at, method, confidence, session_id, visitor_id, channel, source, medium, campaign, \
+    keyword, landing_url, created_at";
+
+pub(crate) fn call_row(r: &AnyRow) -> Result<Call> {
+    Ok(Call {
+        id: r.try_get("id")?,
+        site_id: r.try_get("site_id")?,
+        provider: r.try_get("provider")?,
+        provider_call_id: r.try_get("provider_call_id")?,
+        tracking_number: r.try_get("tracking_number")?,
+        number_id: r.try_get("number_id")?,
+        number_kind: r.try_get("number_kind")?,
+        caller: r.try_get("caller")?,
+        started_at: from_ms(r.try_get("started_at")?),
+        method: r.try_get("method")?,
+        confidence: r.try_get("confidence")?,
+        session_id: r.try_get("session_id")?,
+        visitor_id: r.try_get("visitor_id")?,
+        channel: r.try_get("channel")?,
+        source: r.try_get("source")?,
+        medium: r.try_get("medium")?,
+        campaign: r.try_get("campaign")?,
+        keyword: r.try_get("keyword")?,
+        landing_url: r.try_get("landing_url")?,
+        created_at: from_ms(r.try_get("created_at")?),
+    })
+}
+
+/// A session's state inside a transaction.
+struct Live {
+    id: String,
+    visitor_id: String,
+    source: String,
+    track_code: String,
+    pool_id: Option<String>,
+    number_id: Option<String>,
+    lease_id: Option<String>,
+}
+
+impl Store {
+    /// Open a session and give it its number, in one transaction.
+    pub async fn open_session(
+        &self,
+        s: &NewSession,
+        target: &Target,
+        now: Millis,
+    ) -> Result<Shown> {
+        let _guard = self.write_guard().await;
+        let mut tx = self.pool.begin().await?;
+        let id = new_id();
+        let code = unique_track_code(&mut tx, &s.site_id, now).await?;
+        sqlx::query(&format!(
+            "INSERT INTO sessions ({SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+             $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35)"
+        ))
+        .bind(&id)
+        .bind(&s.site_id)
+        .bind(&s.visitor_id)
+        .bind(now)
+        .bind(now)
+        .bind(&code)
+        .bind(&s.channel)
+        .bind(&s.source)
+        .bind(&s.medium)
+        .bind(s.campaign.clone())
+        .bind(s.content.clone())
+        .bind(s.keyword.clone())
+        .bind(s.referrer.clone())
+        .bind(s.referrer_domain.clone())
+        .bind(&s.landing_url)
+        .bind(&s.landing_path)
+        .bind(s.gclid.clone())
+        .bind(s.yclid.clone())
+        .bind(s.fbclid.clone())
+        .bind(s.ga_client_id.clone())
+        .bind(s.ym_client_id.clone())
+        .bind(s.user_agent.clone())
+        .bind(s.device.clone())
+        .bind(s.browser.clone())
+        .bind(s.os.clone())
+        .bind(s.ip.clone())
+        .bind(s.city.clone())
+        .bind(s.screen.clone())
+        .bind(s.lang.clone())
+        .bind(s.is_bot)
+        .bind(s.rule_id.clone())
+        .bind(None::<String>)
+        .bind(None::<String>)
+        .bind(None::<String>)
+        .bind(1_i64)
+        .execute(&mut *tx)
+        .await?;
+        insert_page(
+            &mut tx,
+            &id,
+            now,
+            "pageview",
+            &s.landing_url,
+            s.title.as_deref(),
+        )
+        .await?;
+        let live = Live {
+            id,
+            visitor_id: s.visitor_id.clone(),
+            source: s.source.clone(),
+            track_code: code,
+            pool_id: None,
+            number_id: None,
+            lease_id: None,
+        };
+        let shown = self
+            .apply_target(&mut tx, &s.site_id, &live, target, now)
+            .await?;
+        tx.commit().await?;
+        Ok(shown)
+    }
+
+    /// Continue a session seen within the session timeout: record the page (if any),
+    /// extend its lease or find it a number again. `None` when there is no such live session.
+    pub async fn continue_session(
+        &self,
+        site_id: &str,
+        session_id: &str,
+        page: Option<&NewPage>,
+        pools: &[PoolTarget],
+        now: Millis,
+    ) -> Result<Option<Shown>> {
+        let _guard = self.write_guard().await;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT s.id, s.visitor_id, s.source, s.track_code, s.pool_id, s.number_id, s.lease_id, \
+             s.last_activity, n.number, n.kind FROM sessions s \
+             LEFT JOIN tracking_numbers n ON n.id = s.number_id \
+             WHERE s.id = $1 AND s.site_id = $2",
+        )
+        .bind(session_id)
+        .bind(site_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let last: Millis = row.try_get("last_activity")?;
+        if now - last > engine::SESSION_TIMEOUT {
+            return Ok(None);
+        }
+        let live = Live {
+            id: row.try_get("id")?,
+            visitor_id: row.try_get("visitor_id")?,
+            source: row.try_get("source")?,
+            track_code: row.try_get("track_code")?,
+            pool_id: row.try_get("pool_id")?,
+            number_id: row.try_get("number_id")?,
+            lease_id: row.try_get("lease_id")?,
+        };
+        let shown_number: Option<String> = row.try_get("number")?;
+        let kind: Option<String> = row.try_get("kind")?;
+        let counted = i64::from(page.is_some());
+        sqlx::query(
+            "UPDATE sessions SET last_activity = $1, page_count = page_count + $2 WHERE id = $3",
+        )
+        .bind(now.max(last))
+        .bind(counted)
+        .bind(&live.id)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(p) = page {
+            insert_page(&mut tx, &live.id, now, &p.kind, &p.url, p.title.as_deref()).await?;
+        }
+        let pool = live
+            .pool_id
+            .as_deref()
+            .and_then(|pid| pools.iter().find(|p| p.pool_id == pid));
+        let shown = match pool {
+            Some(pool) => {
+                let target = Target::Pool(pool.clone());
+                self.apply_target(&mut tx, site_id, &live, &target, now)
+                    .await?
+            }
+            // A static number, or a session that keeps the site's own number.
+            None => Shown {
+                session_id: live.id.clone(),
+                visitor_id: live.visitor_id.clone(),
+                track_code: live.track_code.clone(),
+                number: shown_number.filter(|_| kind.as_deref() == Some("static")),
+                allocation: None,
+            },
+        };
+        tx.commit().await?;
+        Ok(Some(shown))
+    }
+
+    async fn apply_target(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        site_id: &str,
+        s: &Live,
+        target: &Target,
+        now: Millis,
+    ) -> Result<Shown> {
+        let mut shown = Shown {
+            session_id: s.id.clone(),
+            visitor_id: s.visitor_id.clone(),
+            track_code: s.track_code.clone(),
+            number: None,
+            allocation: None,
+        };
+        match target {
+            Target::None => {}
+            Target::Static { number_id, number } => {
+                if s.number_id.as_deref() != Some(number_id) {
+                    sqlx::query("UPDATE sessions SET number_id = $1 WHERE id = $2")
+                        .bind(number_id)
+                        .bind(&s.id)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                shown.number = Some(number.clone());
+            }
+            Target::Pool(pool) => {
+                // The common case first: the session's lease is alive, move it on.
+                if let Some(lease_id) = &s.lease_id {
+                    let hit = sqlx::query(
+                        "UPDATE leases SET last_activity = $1, hold_until = $2 \
+                         WHERE id = $3 AND ended_at IS NULL AND hold_until >= $1",
+                    )
+                    .bind(now)
+                    .bind(now + pool.hold())
+                    .bind(lease_id)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                    if hit == 1 {
+                        let number: Option<String> =
+                            sqlx::query("SELECT number FROM tracking_numbers WHERE id = $1")
+                                .bind(s.number_id.clone())
+                                .fetch_optional(&mut **tx)
+                                .await?
+                                .map(|r| r.try_get("number"))
+                                .transpose()?;
+                        shown.number = number;
+                        shown.allocation = s.number_id.clone().map(|number_id| Allocation::Keep {
+                            number_id,
+                            lease_id: lease_id.clone(),
+                        });
+                        return Ok(shown);
+                    }
+                }
+                let (alloc, number) = self.allocate_in(tx, site_id, s, pool, now).await?;
+                shown.number = number;
+                shown.allocation = Some(alloc);
+            }
+        }
+        Ok(shown)
+    }
+
+    /// The atomic allocation of DESIGN.md §4, inside the caller's transaction.
+    async fn allocate_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        site_id: &str,
+        s: &Live,
+        pool: &PoolTarget,
+        now: Millis,
+    ) -> Result<(Allocation, Option<String>)> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT id FROM pools WHERE id = $1 FOR UPDATE")
+                .bind(&pool.pool_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT n.id AS number_id, n.number, {LEASE_COLS} FROM tracking_numbers n \
+             LEFT JOIN number_state st ON st.number_id = n.id \
+             LEFT JOIN leases l ON l.id = st.lease_id \
+             WHERE n.pool_id = $1 AND n.kind = 'pool'"
+        ))
+        .bind(&pool.pool_id)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut slots = Vec::with_capacity(rows.len());
+        let mut numbers = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let number_id: String = r.try_get("number_id")?;
+            numbers.push((number_id.clone(), r.try_get::<String, _>("number")?));
+            slots.push(Slot {
+                number_id,
+                latest: lease_row(r)?,
+            });
+        }
+        let held_before: Vec<String> = sqlx::query(
+            "SELECT number_id FROM leases WHERE site_id = $1 AND visitor_id = $2 AND pool_id = $3 \
+             ORDER BY leased_at DESC LIMIT 5",
+        )
+        .bind(site_id)
+        .bind(&s.visitor_id)
+        .bind(&pool.pool_id)
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get("number_id"))
+        .collect::<Result<_, _>>()?;
+        let req = Requester {
+            session_id: &s.id,
+            visitor_id: &s.visitor_id,
+            source: &s.source,
+            held_before: &held_before,
+        };
+        let alloc = engine::allocate(&slots, &req, pool.policy, now);
+        let number_of = |id: &str| {
+            numbers
+                .iter()
+                .find(|(n, _)| n == id)
+                .map(|(_, e)| e.clone())
+        };
+        let (number_id, number) = match &alloc {
+            Allocation::Keep {
+                number_id,
+                lease_id,
+            } => {
+                sqlx::query("UPDATE leases SET last_activity = $1, hold_until = $2 WHERE id = $3")
+                    .bind(now)
+                    .bind(now + pool.hold())
+                    .bind(lease_id)
+                    .execute(&mut **tx)
+                    .await?;
+                (Some(number_id.clone()), number_of(number_id))
+            }
+            Allocation::Regain { number_id }
+            | Allocation::Fresh { number_id }
+            | Allocation::Reuse { number_id, .. } => {
+                let previous = slots
+                    .iter()
+                    .find(|sl| &sl.number_id == number_id)
+                    .and_then(|sl| sl.latest.as_ref())
+                    .map(|l| l.id.clone());
+                if let Some(prev) = previous {
+                    // The previous holder's lease ends now, or ended when its hold ran out.
+                    sqlx::query(
+                        "UPDATE leases SET ended_at = CASE WHEN hold_until < $1 THEN hold_until ELSE $1 END \
+                         WHERE id = $2 AND ended_at IS NULL",
+                    )
+                    .bind(now)
+                    .bind(prev)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                let lease_id = new_id();
+                sqlx::query(
+                    "INSERT INTO leases (id, site_id, pool_id, number_id, session_id, visitor_id, source, \
+                     leased_at, last_activity, hold_until, ended_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)",
+                )
+                .bind(&lease_id)
+                .bind(site_id)
+                .bind(&pool.pool_id)
+                .bind(number_id)
+                .bind(&s.id)
+                .bind(&s.visitor_id)
+                .bind(&s.source)
+                .bind(now)
+                .bind(now)
+                .bind(now + pool.hold())
+                .execute(&mut **tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO number_state (number_id, pool_id, lease_id) VALUES ($1, $2, $3) \
+                     ON CONFLICT (number_id) DO UPDATE SET pool_id = excluded.pool_id, lease_id = excluded.lease_id",
+                )
+                .bind(number_id)
+                .bind(&pool.pool_id)
+                .bind(&lease_id)
+                .execute(&mut **tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE sessions SET pool_id = $1, number_id = $2, lease_id = $3 WHERE id = $4",
+                )
+                .bind(&pool.pool_id)
+                .bind(number_id)
+                .bind(&lease_id)
+                .bind(&s.id)
+                .execute(&mut **tx)
+                .await?;
+                (Some(number_id.clone()), number_of(number_id))
+            }
+            Allocation::Exhausted => {
+                let fallback = pool.fallback.clone();
+                sqlx::query("UPDATE sessions SET pool_id = $1, number_id = $2, lease_id = NULL WHERE id = $3")
+                    .bind(&pool.pool_id)
+                    .bind(fallback.as_ref().map(|f| f.0.clone()))
+                    .bind(&s.id)
+                    .execute(&mut **tx)
+                    .await?;
+                (
+                    fallback.as_ref().map(|f| f.0.clone()),
+                    fallback.map(|f| f.1),
+                )
+            }
+        };
+        if alloc.is_exhaustion() {
+            sqlx::query(
+                "INSERT INTO exhaustions (id, site_id, pool_id, session_id, at, outcome, number_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(new_id())
+            .bind(site_id)
+            .bind(&pool.pool_id)
+            .bind(&s.id)
+            .bind(now)
+            .bind(if matches!(alloc, Allocation::Reuse { .. }) { "reuse" } else { "fallback" })
+            .bind(number_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok((alloc, number))
+    }
+
+    pub async fn get_session(&self, site_id: &str, session_id: &str) -> Result<Session> {
+        let r = sqlx::query(&format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE id = $1 AND site_id = $2"
+        ))
+        .bind(session_id)
+        .bind(site_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("session"))?;
+        session_row(&r)
+    }
+
+    pub async fn session_pages(&self, session_id: &str) -> Result<Vec<PageView>> {
+        let rows = sqlx::query("SELECT at, kind, url, title FROM page_views WHERE session_id = $1 ORDER BY at, id LIMIT 500")
+            .bind(session_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PageView {
+                    at: from_ms(r.try_get("at")?),
+                    kind: r.try_get("kind")?,
+                    url: r.try_get("url")?,
+                    title: r.try_get("title")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The live session of a site that shows this track code.
+    pub async fn session_by_track_code(
+        &self,
+        site_id: &str,
+        code: &str,
+        now: Millis,
+    ) -> Result<Option<Session>> {
+        let r = sqlx::query(&format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE site_id = $1 AND track_code = $2 AND last_activity >= $3 \
+             ORDER BY last_activity DESC LIMIT 1"
+        ))
+        .bind(site_id)
+        .bind(code)
+        .bind(now - TRACK_CODE_LIFE)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(session_row).transpose()
+    }
+
+    /// Every lease of a number, in the order they began (for tests and the pool health view).
+    pub async fn number_leases(&self, number_id: &str) -> Result<Vec<Lease>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {LEASE_COLS} FROM leases l WHERE l.number_id = $1 ORDER BY l.leased_at, l.id"
+        ))
+        .bind(number_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .filter_map(|r| lease_row(r).transpose())
+            .collect()
+    }
+
+    /// Leases of a number that began at or before `at`, latest first (what matching needs).
+    pub async fn leases_before(&self, number_id: &str, at: Millis) -> Result<Vec<Lease>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {LEASE_COLS} FROM leases l WHERE l.number_id = $1 AND l.leased_at <= $2 \
+             ORDER BY l.leased_at DESC LIMIT 50"
+        ))
+        .bind(number_id)
+        .bind(at)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .filter_map(|r| lease_row(r).transpose())
+            .collect()
+    }
+
+    pub async fn lease_session(&self, lease_id: &str) -> Result<Option<String>> {
+        let r = sqlx::query("SELECT session_id FROM leases WHERE id = $1")
+            .bind(lease_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.map(|r| r.try_get("session_id"))
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    /// Pool exhaustions of a site since `since`: `(pool_id, count)`.
+    pub async fn exhaustion_counts(
+        &self,
+        site_id: &str,
+        since: Millis,
+    ) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT pool_id, COUNT(*) AS n FROM exhaustions WHERE site_id = $1 AND at >= $2 GROUP BY pool_id ORDER BY pool_id",
+        )
+        .bind(site_id)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("pool_id")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    // ----- calls -----
+
+    /// The tracking number with this E.164 form, wherever it is.
+    pub async fn number_owner(&self, e164: &str) -> Result<Option<NumberOwner>> {
+        let r = sqlx::query(
+            "SELECT account_id, site_id, id, kind, source FROM tracking_numbers WHERE number = $1",
+        )
+        .bind(e164)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.map(|r| {
+            Ok(NumberOwner {
+                account_id: r.try_get("account_id")?,
+                site_id: r.try_get("site_id")?,
+                number_id: r.try_get("id")?,
+                kind: r.try_get("kind")?,
+                source: r.try_get("source")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Visitors the caller's earlier, confidently attributed calls on a site went to.
+    pub async fn caller_visitors(
+        &self,
+        site_id: &str,
+        caller: &str,
+        before: Millis,
+    ) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT visitor_id FROM calls WHERE site_id = $1 AND caller = $2 AND started_at < $3 \
+             AND visitor_id IS NOT NULL AND confidence >= 0.85 ORDER BY started_at DESC LIMIT 5",
+        )
+        .bind(site_id)
+        .bind(caller)
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<String> = Vec::new();
+        for r in &rows {
+            let v: String = r.try_get("visitor_id")?;
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Store a call once per `(provider, provider_call_id)`; a repeat returns the stored
+    /// call and `false`.
+    pub async fn record_call(&self, c: &NewCall) -> Result<(Call, bool)> {
+        let guard = self.write_guard().await;
+        let inserted = sqlx::query(
+            "INSERT INTO calls (id, account_id, site_id, provider, provider_call_id, tracking_number, number_id, \
+             number_kind, caller, started_at, method, confidence, lease_id, session_id, visitor_id, channel, source, \
+             medium, campaign, keyword, landing_url, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) \
+             ON CONFLICT (provider, provider_call_id) DO NOTHING",
+        )
+        .bind(new_id())
+        .bind(&c.account_id)
+        .bind(&c.site_id)
+        .bind(&c.provider)
+        .bind(&c.provider_call_id)
+        .bind(&c.tracking_number)
+        .bind(c.number_id.clone())
+        .bind(c.number_kind.clone())
+        .bind(&c.caller)
+        .bind(c.started_at)
+        .bind(&c.method)
+        .bind(c.confidence)
+        .bind(c.lease_id.clone())
+        .bind(c.session_id.clone())
+        .bind(c.visitor_id.clone())
+        .bind(&c.channel)
+        .bind(&c.source)
+        .bind(c.medium.clone())
+        .bind(c.campaign.clone())
+        .bind(c.keyword.clone())
+        .bind(c.landing_url.clone())
+        .bind(crate::now().as_millisecond())
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        drop(guard);
+        let r = sqlx::query(&format!(
+            "SELECT {CALL_COLS} FROM calls WHERE provider = $1 AND provider_call_id = $2"
+        ))
+        .bind(&c.provider)
+        .bind(&c.provider_call_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((call_row(&r)?, inserted))
+    }
+
+    pub async fn get_call(&self, account_id: &str, id: &str) -> Result<Call> {
+        let r = sqlx::query(&format!(
+            "SELECT {CALL_COLS} FROM calls WHERE account_id = $1 AND id = $2"
+        ))
+        .bind(account_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("call"))?;
+        call_row(&r)
+    }
+
+    /// Calls of an account, newest first; `site_id` narrows to one site.
+    pub async fn list_calls(
+        &self,
+        account_id: &str,
+        site_id: Option<&str>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<crate::Page<Call>> {
+        let limit = limit.clamp(1, crate::setup::MAX_PAGE);
+        let rows = sqlx::query(&format!(
+            "SELECT {CALL_COLS} FROM calls WHERE account_id = $1 AND ($2 = '' OR site_id = $2) \
+             AND ($3 = '' OR id < $3) ORDER BY id DESC LIMIT $4"
+        ))
+        .bind(account_id)
+        .bind(site_id.unwrap_or(""))
+        .bind(cursor.unwrap_or(""))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows.iter().map(call_row).collect::<Result<Vec<_>>>()?;
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|c| c.id.clone())
+        } else {
+            None
+        };
+        Ok(crate::Page { items, next_cursor })
+    }
+
+    /// Give a call to a session (an operator typed its track code).
+    pub async fn attribute_call(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        session: &Session,
+        method: &str,
+        confidence: f64,
+    ) -> Result<Call> {
+        let guard = self.write_guard().await;
+        let n = sqlx::query(
+            "UPDATE calls SET session_id = $1, visitor_id = $2, channel = $3, source = $4, medium = $5, \
+             campaign = $6, keyword = $7, landing_url = $8, method = $9, confidence = $10, lease_id = NULL \
+             WHERE account_id = $11 AND id = $12",
+        )
+        .bind(&session.id)
+        .bind(&session.visitor_id)
+        .bind(&session.channel)
+        .bind(&session.source)
+        .bind(&session.medium)
+        .bind(session.campaign.clone())
+        .bind(session.keyword.clone())
+        .bind(&session.landing_url)
+        .bind(method)
+        .bind(confidence)
+        .bind(account_id)
+        .bind(call_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        drop(guard);
+        if n == 0 {
+            return Err(StoreError::NotFound("call"));
+        }
+        self.get_call(account_id, call_id).await
+    }
+}
+
+/// How long a track code stays reserved for its session after the last activity.
+pub const TRACK_CODE_LIFE: Millis = 24 * engine::HOUR;
+
+async fn unique_track_code(
+    tx: &mut Transaction<'static, Any>,
+    site_id: &str,
+    now: Millis,
+) -> Result<String> {
+    for attempt in 0..20 {
+        // Five digits, six once the site is busy enough for clashes.
+        let code = if attempt < 10 {
+            rand::thread_rng().gen_range(10_000..100_000).to_string()
+        } else {
+            rand::thread_rng().gen_range(100_000..1_000_000).to_string()
+        };
+        let taken = sqlx::query("SELECT 1 AS x FROM sessions WHERE site_id = $1 AND track_code = $2 AND last_activity >= $3 LIMIT 1")
+            .bind(site_id)
+            .bind(&code)
+            .bind(now - TRACK_CODE_LIFE)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if taken.is_none() {
+            return Ok(code);
+        }
+    }
+    Err(StoreError::Conflict("no free track code".into()))
+}
+
+async fn insert_page(
+    tx: &mut Transaction<'static, Any>,
+    session_id: &str,
+    at: Millis,
+    kind: &str,
+    url: &str,
+    title: Option<&str>,
+) -> Result<()> {
+    sqlx::query("INSERT INTO page_views (id, session_id, at, kind, url, title) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(new_id())
+        .bind(session_id)
+        .bind(at)
+        .bind(kind)
+        .bind(url)
+        .bind(title.map(str::to_owned))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
