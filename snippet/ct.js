@@ -247,7 +247,7 @@ ga_client_id: ga ? ga.split('.').slice(-2).join('.') : undefined,
 ym_client_id: getC('_ym_uid') || undefined,
 screen: screen.width + 'x' + screen.height,
 lang: navigator.language
-}), 1e3).then(j => {
+}), 5e3).then(j => {
 if (!j.visitor_id || !j.session_id) throw 0;
 store('_ct_vid', vid = j.visitor_id, 31536e3);
 store('_ct_sid', sid = j.session_id, 1800);

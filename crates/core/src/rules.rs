@@ -138,6 +138,21 @@ pub fn first_match<'r>(rules: &'r [Rule], s: &Subject<'_>) -> Option<&'r Rule> {
     sorted.into_iter().find(|r| r.matcher.matches(s))
 }
 
+/// The `(name, value)` pairs of a URL's query (at most 50), for `landing_param` rules.
+pub fn query_pairs(url: &str) -> Vec<(String, String)> {
+    let base = url::Url::parse("http://x/").ok();
+    url::Url::options()
+        .base_url(base.as_ref())
+        .parse(url.get(..url.len().min(4096)).unwrap_or(""))
+        .map(|u| {
+            u.query_pairs()
+                .take(50)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

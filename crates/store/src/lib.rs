@@ -11,6 +11,7 @@ mod migrate;
 mod records;
 pub mod setup;
 pub mod testing;
+pub mod tracking;
 
 use std::str::FromStr;
 use std::sync::Arc;
