@@ -32,6 +32,8 @@ pub struct Config {
     pub log_level: String,
     pub max_body_bytes: usize,
     pub request_timeout_secs: u64,
+    /// Seconds between the snippet's heartbeats while a tab is visible.
+    pub ping_s: u32,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             log_level: "info".into(),
             max_body_bytes: 1024 * 1024,
             request_timeout_secs: 30,
+            ping_s: 30,
         }
     }
 }
@@ -115,6 +118,9 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes: must be at least 1024");
+        }
+        if !(5..=600).contains(&self.ping_s) {
+            bail!("ping_s: must be between 5 and 600 seconds");
         }
         if self.request_timeout_secs == 0 {
             bail!("request_timeout_secs: must be at least 1");

@@ -33,6 +33,8 @@ struct Cli {
 enum Command {
     /// Run the server
     Serve,
+    /// Run the server with a demo account, site, numbers, landing page and history
+    Demo,
     /// Apply database migrations and exit
     Migrate,
     /// Print the effective configuration (secrets masked)
@@ -120,7 +122,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve => {
             init_logging(&cfg, &cfg.log_level);
-            serve(&cfg).await
+            serve(&cfg, false).await
+        }
+        Command::Demo => {
+            init_logging(&cfg, &cfg.log_level);
+            serve(&cfg, true).await
         }
         Command::Admin(admin) => {
             init_logging(&cfg, "warn");
@@ -166,30 +172,62 @@ async fn run_admin(store: &Store, admin: Admin) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(cfg: &Config) -> anyhow::Result<()> {
+async fn serve(cfg: &Config, demo: bool) -> anyhow::Result<()> {
     let store = open_store(cfg).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let public_url = match &cfg.public_url {
-        Some(u) => u.clone(),
+        Some(u) => u.trim_end_matches('/').to_owned(),
         None => format!("http://{addr}"),
+    };
+    let demo = if demo {
+        Some(
+            calltrail_server::demo::seed(&store, jiff_now_ms())
+                .await
+                .context("setting up the demo")?,
+        )
+    } else {
+        None
     };
     tracing::info!(%addr, backend = store.backend().as_str(), "calltrail listening");
     println!(
         "calltrail listening on http://{addr} ({} database)",
         store.backend().as_str()
     );
+    if let Some(d) = &demo {
+        println!(
+            "\ndemo account: {} ({})\nAPI token:    {}\ndemo page:    {public_url}/demo/   (try {public_url}/demo/?utm_source=avito)\n\
+             REST API:     {public_url}/api/v1/sites  (Authorization: Bearer <token>)\nOpenAPI:      {public_url}/api/v1/openapi.json\n\
+             test call:    curl -s -X POST {public_url}/api/v1/sites/{}/test-calls -H 'Authorization: Bearer {}' \\\n\
+                             -H 'Content-Type: application/json' -d '{{\"to\": \"+74951200001\", \"from\": \"+79161234567\"}}'",
+            d.account_id, calltrail_server::demo::DEMO_ACCOUNT, d.token, d.site.id, d.token
+        );
+        if d.visits > 0 {
+            println!(
+                "history:      {} simulated visits and {} calls over the last 14 days",
+                d.visits, d.calls
+            );
+        }
+    }
     let state = AppState::new(
         store.clone(),
         ServerConfig {
             public_url,
             max_body_bytes: cfg.max_body_bytes,
             request_timeout: Duration::from_secs(cfg.request_timeout_secs),
+            ping_s: cfg.ping_s,
+            demo_site_key: demo.map(|d| d.site.public_key),
         },
     );
     calltrail_server::serve(listener, state, calltrail_server::shutdown_signal()).await?;
     store.close().await;
     Ok(())
+}
+
+fn jiff_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -2,9 +2,11 @@
 //! and (with later parts) the tracking endpoints, telephony hooks and dashboard.
 
 pub mod api;
+pub mod demo;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod tracking;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,6 +33,10 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Longest time a request may take before it is answered 408.
     pub request_timeout: Duration,
+    /// Seconds between the snippet's heartbeats while a tab is visible.
+    pub ping_s: u32,
+    /// The demo site's public key: serves the demo landing page at `/demo/`.
+    pub demo_site_key: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -39,6 +45,8 @@ impl Default for ServerConfig {
             public_url: "http://127.0.0.1:8790".into(),
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            ping_s: 30,
+            demo_site_key: None,
         }
     }
 }
@@ -49,6 +57,7 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<ServerConfig>,
     pub metrics: Arc<metrics::Metrics>,
+    pub sites: Arc<tracking::SiteCache>,
 }
 
 impl AppState {
@@ -57,6 +66,7 @@ impl AppState {
             store,
             config: Arc::new(config),
             metrics: Arc::default(),
+            sites: Arc::default(),
         }
     }
 }
@@ -87,7 +97,10 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))
+        .route("/demo/", get(demo::page))
+        .route("/demo/{*rest}", get(demo::page))
         .merge(api::router())
+        .merge(tracking::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -109,9 +122,12 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

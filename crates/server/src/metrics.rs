@@ -25,6 +25,8 @@ struct Histogram {
 /// Request counters and latency histograms by route.
 pub struct Metrics {
     started: Instant,
+    /// Plain counters by full series name (`name{labels}`).
+    counters: Mutex<BTreeMap<String, u64>>,
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
 }
@@ -33,6 +35,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Self {
             started: Instant::now(),
+            counters: Mutex::default(),
             requests: Mutex::default(),
             latency: Mutex::default(),
         }
@@ -58,8 +61,40 @@ impl Metrics {
         }
     }
 
+    /// Add one to a counter series, e.g. `calltrail_visits_total{outcome="fresh"}`.
+    pub fn count(&self, series: &str) {
+        if let Ok(mut m) = self.counters.lock() {
+            *m.entry(series.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// Count a visit by how its number was chosen, and bots apart.
+    pub fn count_visit(&self, shown: &calltrail_store::engine::Shown) {
+        use calltrail_core::engine::Allocation;
+        let outcome = match &shown.allocation {
+            Some(Allocation::Keep { .. }) => "keep",
+            Some(Allocation::Regain { .. }) => "regain",
+            Some(Allocation::Fresh { .. }) => "fresh",
+            Some(Allocation::Reuse { .. }) => "reuse",
+            Some(Allocation::Exhausted) => "exhausted",
+            None if shown.is_bot => "bot",
+            None if shown.number.is_some() => "static",
+            None => "no_swap",
+        };
+        self.count(&format!("calltrail_visits_total{{outcome=\"{outcome}\"}}"));
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
+        out.push_str(
+            "# HELP calltrail_visits_total Tracking visits by how the number was chosen.\n",
+        );
+        out.push_str("# TYPE calltrail_visits_total counter\n");
+        if let Ok(m) = self.counters.lock() {
+            for (series, n) in m.iter() {
+                let _ = writeln!(out, "{series} {n}");
+            }
+        }
         out.push_str("# HELP calltrail_http_requests_total HTTP requests answered.\n");
         out.push_str("# TYPE calltrail_http_requests_total counter\n");
         if let Ok(m) = self.requests.lock() {

@@ -88,6 +88,8 @@ pub struct Shown {
     /// The tracking number to show (E.164), `None` to keep the site's own.
     pub number: Option<String>,
     pub allocation: Option<Allocation>,
+    /// The session was opened for a bot (which sees the site's own number).
+    pub is_bot: bool,
 }
 
 /// A call to store; its attribution is decided before.
@@ -182,7 +184,7 @@ pub(crate) fn session_row(r: &AnyRow) -> Result<Session> {
         city: r.try_get("city")?,
         screen: r.try_get("screen")?,
         lang: r.try_get("lang")?,
-        is_bot: r.try_get("is_bot")?,
+        is_bot: r.try_get::<i64, _>("is_bot")? != 0,
         rule_id: r.try_get("rule_id")?,
         pool_id: r.try_get("pool_id")?,
         number_id: r.try_get("number_id")?,
@@ -276,7 +278,7 @@ impl Store {
         .bind(s.city.clone())
         .bind(s.screen.clone())
         .bind(s.lang.clone())
-        .bind(s.is_bot)
+        .bind(i64::from(s.is_bot))
         .bind(s.rule_id.clone())
         .bind(None::<String>)
         .bind(None::<String>)
@@ -378,6 +380,7 @@ impl Store {
                 track_code: live.track_code.clone(),
                 number: shown_number.filter(|_| kind.as_deref() == Some("static")),
                 allocation: None,
+                is_bot: false,
             },
         };
         tx.commit().await?;
@@ -398,6 +401,7 @@ impl Store {
             track_code: s.track_code.clone(),
             number: None,
             allocation: None,
+            is_bot: false,
         };
         match target {
             Target::None => {}

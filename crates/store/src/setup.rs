@@ -133,7 +133,7 @@ fn rule_row(r: &AnyRow) -> Result<RuleRecord> {
         r#match: serde_json::from_str(&r.try_get::<String, _>("match_json")?).unwrap_or_default(),
         pool_id: r.try_get("pool_id")?,
         number_id: r.try_get("number_id")?,
-        swap: r.try_get("swap")?,
+        swap: r.try_get::<i64, _>("swap")? != 0,
         created_at: from_ms(r.try_get("created_at")?),
         updated_at: from_ms(r.try_get("updated_at")?),
     })
@@ -843,7 +843,7 @@ impl Store {
         .bind(serde_json::to_string(&spec.matcher).unwrap_or_else(|_| "{}".into()))
         .bind(spec.pool_id.clone())
         .bind(spec.number_id.clone())
-        .bind(spec.swap)
+        .bind(i64::from(spec.swap))
         .bind(ms(now))
         .bind(ms(now))
         .execute(&self.pool)
@@ -894,7 +894,7 @@ impl Store {
         .bind(serde_json::to_string(&spec.matcher).unwrap_or_else(|_| "{}".into()))
         .bind(spec.pool_id.clone())
         .bind(spec.number_id.clone())
-        .bind(spec.swap)
+        .bind(i64::from(spec.swap))
         .bind(ms(crate::now()))
         .bind(account_id)
         .bind(id)
@@ -927,5 +927,25 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(number_row).collect()
+    }
+}
+
+impl Store {
+    /// The first account with this exact name (for the demo's idempotent setup).
+    pub async fn account_by_name(&self, name: &str) -> Result<Option<Account>> {
+        let r = sqlx::query(
+            "SELECT id, name, created_at FROM accounts WHERE name = $1 ORDER BY id LIMIT 1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.map(|r| {
+            Ok(Account {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                created_at: from_ms(r.try_get("created_at")?),
+            })
+        })
+        .transpose()
     }
 }

@@ -1,4 +1,5 @@
 -- The tracking engine: rules, sessions and page views, leases of pool numbers, pool
+-- Flags are BIGINT 0/1 on both backends: sqlx's Any driver cannot read SQLite booleans.
 -- exhaustions, and calls with their attribution.
 CREATE TABLE rules (
     id          TEXT PRIMARY KEY,
@@ -8,7 +9,7 @@ CREATE TABLE rules (
     match_json  TEXT NOT NULL,
     pool_id     TEXT,
     number_id   TEXT,
-    swap        BOOLEAN NOT NULL,
+    swap        BIGINT NOT NULL,
     created_at  BIGINT NOT NULL,
     updated_at  BIGINT NOT NULL
 );
@@ -44,7 +45,7 @@ CREATE TABLE sessions (
     city            TEXT,
     screen          TEXT,
     lang            TEXT,
-    is_bot          BOOLEAN NOT NULL,
+    is_bot          BIGINT NOT NULL,
     rule_id         TEXT,
     pool_id         TEXT,
     number_id       TEXT,

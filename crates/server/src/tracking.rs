@@ -1,0 +1,441 @@
+//! The public tracking endpoints the snippet calls: `/t/ct.js`, `/t/v1/visit`,
+//! `/t/v1/ping`, `/t/v1/event`. CORS-enabled for each site's own domains, no auth, small
+//! bodies, and quick to say 503 when the database is away, so the page keeps its number.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use calltrail_core::Phone;
+use calltrail_store::engine::{NewPage, Shown};
+use calltrail_store::tracking::{clean_id, SiteContext, VisitRequest};
+use calltrail_store::StoreError;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::extract::parse_json;
+use crate::AppState;
+
+/// The number-swap script, built into the binary.
+pub const CT_JS: &str = include_str!("../../../snippet/ct.js");
+
+/// Largest body a tracking call may send.
+pub const MAX_TRACKING_BODY: usize = 8 * 1024;
+/// How long a tracking call may wait on the database before answering 503.
+const STORE_DEADLINE: Duration = Duration::from_millis(1500);
+/// How long a site's engine context is cached.
+const SITE_TTL: Duration = Duration::from_secs(5);
+
+/// Sites by public key, cached for a few seconds so the hot path reads no setup rows.
+#[derive(Default)]
+pub struct SiteCache {
+    map: Mutex<HashMap<String, (Instant, Option<Arc<SiteContext>>)>>,
+}
+
+impl SiteCache {
+    pub async fn get(
+        &self,
+        st: &AppState,
+        key: &str,
+    ) -> Result<Option<Arc<SiteContext>>, StoreError> {
+        if let Ok(m) = self.map.lock() {
+            if let Some((at, ctx)) = m.get(key) {
+                if at.elapsed() < SITE_TTL {
+                    return Ok(ctx.clone());
+                }
+            }
+        }
+        let ctx = st.store.site_context(key).await?.map(Arc::new);
+        if let Ok(mut m) = self.map.lock() {
+            if m.len() > 10_000 {
+                m.clear();
+            }
+            m.insert(key.to_owned(), (Instant::now(), ctx.clone()));
+        }
+        Ok(ctx)
+    }
+
+    /// Forget everything (after a setup change through the API).
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.map.lock() {
+            m.clear();
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct VisitBody {
+    site_key: String,
+    visitor_id: Option<String>,
+    session_id: Option<String>,
+    url: String,
+    referrer: Option<String>,
+    title: Option<String>,
+    ga_client_id: Option<String>,
+    ym_client_id: Option<String>,
+    screen: Option<String>,
+    lang: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PingBody {
+    site_key: String,
+    #[allow(dead_code)]
+    visitor_id: Option<String>,
+    session_id: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    url: Option<String>,
+    title: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct NumberOut {
+    replaces: String,
+    number: String,
+    display: String,
+}
+
+#[derive(Debug, Serialize)]
+struct VisitOut {
+    visitor_id: String,
+    session_id: String,
+    numbers: Vec<NumberOut>,
+    track_code: String,
+    ping_s: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct PingOut {
+    numbers: Vec<NumberOut>,
+    ping_s: u32,
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/t/ct.js", get(script))
+        .route("/t/v1/visit", post(visit).options(preflight))
+        .route("/t/v1/ping", post(ping).options(preflight))
+        .route("/t/v1/event", post(event).options(preflight))
+        .layer(DefaultBodyLimit::max(MAX_TRACKING_BODY))
+}
+
+async fn script(headers: HeaderMap) -> Response {
+    let etag = format!("\"{:x}\"", fnv1a(CT_JS.as_bytes()));
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == etag);
+    let mut res = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        CT_JS.into_response()
+    };
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/javascript; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    res
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Preflight answers generously; the request itself is checked against the site.
+async fn preflight(headers: HeaderMap) -> Response {
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let h = res.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("content-type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    res
+}
+
+/// A tracking answer, with CORS headers when the origin is the site's.
+struct Tracked {
+    origin: Option<HeaderValue>,
+    res: Response,
+}
+
+impl IntoResponse for Tracked {
+    fn into_response(mut self) -> Response {
+        let h = self.res.headers_mut();
+        if let Some(o) = self.origin {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        }
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        self.res
+    }
+}
+
+fn host_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit('@').next()?;
+    let host = if host.starts_with('[') {
+        host.split(']').next().map(|h| format!("{h}]"))?
+    } else {
+        host.split(':').next()?.to_owned()
+    };
+    Some(host.to_ascii_lowercase())
+}
+
+/// The site a tracking call names, and whether its origin may call for it.
+async fn site_for(
+    st: &AppState,
+    key: &str,
+    headers: &HeaderMap,
+    page_url: Option<&str>,
+) -> Result<(Arc<SiteContext>, Option<HeaderValue>), ApiError> {
+    let key = key.trim();
+    if key.is_empty() || key.len() > 64 {
+        return Err(ApiError::BadRequest(
+            "site_key is missing or malformed".into(),
+        ));
+    }
+    let ctx = with_deadline(st.sites.get(st, key)).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "site with key `{key}` (check the data-site attribute of the script tag)"
+        ))
+    })?;
+    let origin = headers.get(header::ORIGIN);
+    let host = match origin {
+        Some(o) => o.to_str().ok().and_then(host_of),
+        None => page_url.and_then(host_of),
+    };
+    let allowed = host
+        .as_deref()
+        .is_some_and(|h| ctx.domains.iter().any(|d| d.covers(h)));
+    if !allowed {
+        st.metrics.count("calltrail_tracking_rejected_origin_total");
+        return Err(ApiError::Forbidden(format!(
+            "origin `{}` is not one of this site's domains",
+            host.unwrap_or_default()
+        )));
+    }
+    Ok((ctx, origin.cloned()))
+}
+
+async fn with_deadline<T>(
+    f: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(STORE_DEADLINE, f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(_) => Err(ApiError::Unavailable),
+    }
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.len() > MAX_TRACKING_BODY {
+        return Err(ApiError::BadRequest("body too large".into()));
+    }
+    parse_json(body)
+}
+
+fn check_len(field: &str, v: Option<&str>, max: usize) -> Result<(), ApiError> {
+    match v {
+        Some(s) if s.len() > max => {
+            Err(calltrail_core::Invalid::field(field, format!("at most {max} characters")).into())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn numbers_out(ctx: &SiteContext, shown: &Shown) -> Vec<NumberOut> {
+    let Some(number) = &shown.number else {
+        return Vec::new();
+    };
+    let display = Phone::parse_e164(number).map_or_else(|_| number.clone(), |p| p.international());
+    ctx.site
+        .site_numbers
+        .iter()
+        .map(|replaces| NumberOut {
+            replaces: replaces.clone(),
+            number: number.clone(),
+            display: display.clone(),
+        })
+        .collect()
+}
+
+fn client_ip(headers: &HeaderMap, peer: SocketAddr) -> String {
+    // Behind a reverse proxy on this host, the proxy names the client.
+    if peer.ip().is_loopback() {
+        if let Some(ip) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
+        {
+            return ip.to_owned();
+        }
+    }
+    peer.ip().to_string()
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+async fn visit(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Tracked, ApiError> {
+    let b: VisitBody = parse_body(&body)?;
+    if b.url.len() > 4096 || host_of(&b.url).is_none() {
+        return Err(calltrail_core::Invalid::field(
+            "url",
+            "must be the page's absolute http(s) URL, at most 4096 characters",
+        )
+        .into());
+    }
+    check_len("referrer", b.referrer.as_deref(), 4096)?;
+    check_len("title", b.title.as_deref(), 1000)?;
+    for (f, v) in [
+        ("ga_client_id", &b.ga_client_id),
+        ("ym_client_id", &b.ym_client_id),
+        ("screen", &b.screen),
+        ("lang", &b.lang),
+    ] {
+        check_len(f, v.as_deref(), 100)?;
+    }
+    let (ctx, origin) = site_for(&st, &b.site_key, &headers, Some(&b.url)).await?;
+    let req = VisitRequest {
+        session_id: b.session_id,
+        visitor_id: b.visitor_id,
+        url: b.url,
+        referrer: b.referrer,
+        title: b.title,
+        ga_client_id: b.ga_client_id,
+        ym_client_id: b.ym_client_id,
+        screen: b.screen,
+        lang: b.lang,
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        ip: Some(client_ip(&headers, peer)),
+        city: None,
+    };
+    let shown = with_deadline(st.store.visit(&ctx, &req, now_ms())).await?;
+    st.metrics.count_visit(&shown);
+    let out = VisitOut {
+        numbers: numbers_out(&ctx, &shown),
+        visitor_id: shown.visitor_id,
+        session_id: shown.session_id,
+        track_code: shown.track_code,
+        ping_s: st.config.ping_s,
+    };
+    Ok(Tracked {
+        origin,
+        res: Json(out).into_response(),
+    })
+}
+
+async fn continue_call(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    page: bool,
+) -> Result<Tracked, ApiError> {
+    let b: PingBody = parse_body(body)?;
+    let Some(session_id) = clean_id(Some(&b.session_id)) else {
+        return Err(calltrail_core::Invalid::field("session_id", "malformed session id").into());
+    };
+    check_len("url", b.url.as_deref(), 4096)?;
+    check_len("title", b.title.as_deref(), 1000)?;
+    let (ctx, origin) = site_for(st, &b.site_key, headers, b.url.as_deref()).await?;
+    let now = now_ms();
+    let shown = if page {
+        let kind = b.kind.as_deref().unwrap_or("pageview");
+        if kind.is_empty() || kind.len() > 40 {
+            return Err(
+                calltrail_core::Invalid::field("type", "1-40 characters, e.g. pageview").into(),
+            );
+        }
+        let Some(url) = b.url.filter(|u| host_of(u).is_some()) else {
+            return Err(calltrail_core::Invalid::field(
+                "url",
+                "an event needs the page's absolute URL",
+            )
+            .into());
+        };
+        let p = NewPage {
+            kind: kind.to_owned(),
+            url,
+            title: b.title,
+        };
+        with_deadline(st.store.event(&ctx, &session_id, &p, now)).await?
+    } else {
+        with_deadline(st.store.heartbeat(&ctx, &session_id, now)).await?
+    };
+    let res = match shown {
+        Some(shown) => Json(PingOut {
+            numbers: numbers_out(&ctx, &shown),
+            ping_s: st.config.ping_s,
+        })
+        .into_response(),
+        // The session ran out: the script starts a new visit.
+        None => (
+            StatusCode::GONE,
+            Json(serde_json::json!({"error": "session expired; send a new visit"})),
+        )
+            .into_response(),
+    };
+    Ok(Tracked { origin, res })
+}
+
+async fn ping(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Tracked, ApiError> {
+    continue_call(&st, &headers, &body, false).await
+}
+
+async fn event(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Tracked, ApiError> {
+    continue_call(&st, &headers, &body, true).await
+}
