@@ -214,6 +214,8 @@ async fn history(
                     to,
                     from: format!("+7916{:07}", rng.gen_range(0..10_000_000)),
                     at: at + rng.gen_range(MINUTE..12 * MINUTE),
+                    answered: rng.gen_bool(0.85),
+                    talk_seconds: rng.gen_range(20..400),
                 };
                 store.ingest_call(&call).await?;
                 calls += 1;

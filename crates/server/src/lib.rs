@@ -99,7 +99,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/demo/", get(demo::page))
         .route("/demo/{*rest}", get(demo::page))
-        .merge(api::router())
+        .merge(api::router(state.clone()))
         .merge(tracking::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -34,10 +34,13 @@ const STORE_DEADLINE: Duration = Duration::from_millis(1500);
 /// How long a site's engine context is cached.
 const SITE_TTL: Duration = Duration::from_secs(5);
 
+/// When a site was loaded, and the site (`None`: no site has that key).
+type Cached = (Instant, Option<Arc<SiteContext>>);
+
 /// Sites by public key, cached for a few seconds so the hot path reads no setup rows.
 #[derive(Default)]
 pub struct SiteCache {
-    map: Mutex<HashMap<String, (Instant, Option<Arc<SiteContext>>)>>,
+    map: Mutex<HashMap<String, Cached>>,
 }
 
 impl SiteCache {

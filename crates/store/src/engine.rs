@@ -104,6 +104,9 @@ pub struct NewCall {
     pub number_kind: Option<String>,
     pub caller: String,
     pub started_at: Millis,
+    /// `answered` or `missed`.
+    pub status: String,
+    pub talk_seconds: i64,
     pub method: String,
     pub confidence: f64,
     pub lease_id: Option<String>,
@@ -194,7 +197,7 @@ pub(crate) fn session_row(r: &AnyRow) -> Result<Session> {
 }
 
 const CALL_COLS: &str = "id, site_id, provider, provider_call_id, tracking_number, number_id, number_kind, \
-    caller, started_at, method, confidence, session_id, visitor_id, channel, source, medium, campaign, \
+    caller, started_at, status, talk_seconds, method, confidence, session_id, visitor_id, channel, source, medium, campaign, \
     keyword, landing_url, created_at";
 
 pub(crate) fn call_row(r: &AnyRow) -> Result<Call> {
@@ -208,6 +211,8 @@ pub(crate) fn call_row(r: &AnyRow) -> Result<Call> {
         number_kind: r.try_get("number_kind")?,
         caller: r.try_get("caller")?,
         started_at: from_ms(r.try_get("started_at")?),
+        status: r.try_get("status")?,
+        talk_seconds: r.try_get("talk_seconds")?,
         method: r.try_get("method")?,
         confidence: r.try_get("confidence")?,
         session_id: r.try_get("session_id")?,
@@ -770,9 +775,9 @@ impl Store {
         let guard = self.write_guard().await;
         let inserted = sqlx::query(
             "INSERT INTO calls (id, account_id, site_id, provider, provider_call_id, tracking_number, number_id, \
-             number_kind, caller, started_at, method, confidence, lease_id, session_id, visitor_id, channel, source, \
+             number_kind, caller, started_at, status, talk_seconds, method, confidence, lease_id, session_id, visitor_id, channel, source, \
              medium, campaign, keyword, landing_url, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) \
+             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24) \
              ON CONFLICT (provider, provider_call_id) DO NOTHING",
         )
         .bind(new_id())
@@ -785,6 +790,8 @@ impl Store {
         .bind(c.number_kind.clone())
         .bind(&c.caller)
         .bind(c.started_at)
+        .bind(&c.status)
+        .bind(c.talk_seconds)
         .bind(&c.method)
         .bind(c.confidence)
         .bind(c.lease_id.clone())

@@ -186,6 +186,9 @@ pub struct Call {
     pub caller: String,
     #[schema(value_type = String, format = DateTime)]
     pub started_at: jiff::Timestamp,
+    /// `answered` or `missed`.
+    pub status: String,
+    pub talk_seconds: i64,
     /// static | dynamic | dynamic_late | caller_history | track_code | fallback | unmatched
     pub method: String,
     /// 0..1: how sure the attribution is.

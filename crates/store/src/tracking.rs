@@ -50,6 +50,8 @@ pub struct CallInput {
     /// The caller (E.164) or `hidden`.
     pub from: String,
     pub at: Millis,
+    pub answered: bool,
+    pub talk_seconds: i64,
 }
 
 /// An id the browser keeps for us: short, URL-safe, or not at all.
@@ -335,6 +337,8 @@ impl Store {
             number_kind: owner.as_ref().map(|o| o.kind.clone()),
             caller: c.from.clone(),
             started_at: c.at,
+            status: if c.answered { "answered" } else { "missed" }.to_owned(),
+            talk_seconds: if c.answered { c.talk_seconds.max(0) } else { 0 },
             method: m.method.as_str().to_owned(),
             confidence: m.confidence,
             lease_id: m.lease_id.clone(),

@@ -1,6 +1,8 @@
 //! REST API v1: JSON, `Authorization: Bearer <token>`, problem+json errors, OpenAPI.
 
+mod calls;
 mod children;
+mod rules;
 mod sites;
 
 use axum::routing::get;
@@ -68,7 +70,7 @@ impl Modify for BearerAuth {
 }
 
 /// The `/api/v1` routes and the OpenAPI document describing them.
-pub fn router() -> Router<AppState> {
+pub fn router(state: AppState) -> Router<AppState> {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(sites::list_sites, sites::create_site))
         .routes(routes!(
@@ -94,13 +96,42 @@ pub fn router() -> Router<AppState> {
             children::update_number,
             children::delete_number
         ))
+        .routes(routes!(rules::list_rules, rules::create_rule))
+        .routes(routes!(
+            rules::get_rule,
+            rules::update_rule,
+            rules::delete_rule
+        ))
+        .routes(routes!(calls::test_call))
+        .routes(routes!(calls::list_calls))
+        .routes(routes!(calls::get_call))
+        .routes(routes!(calls::attribute_by_code))
         .split_for_parts();
     let doc = std::sync::Arc::new(doc);
-    router.route(
-        "/api/v1/openapi.json",
-        get(move || {
-            let doc = doc.clone();
-            async move { Json(doc.as_ref().clone()) }
-        }),
-    )
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            forget_cached_sites,
+        ))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+}
+
+/// A change through the API may change what the engine shows: drop the cached sites.
+async fn forget_cached_sites(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let writes = req.method() != axum::http::Method::GET;
+    let res = next.run(req).await;
+    if writes && res.status().is_success() {
+        st.sites.clear();
+    }
+    res
 }

@@ -112,6 +112,8 @@ CREATE TABLE calls (
     number_kind      TEXT,
     caller           TEXT NOT NULL,
     started_at       BIGINT NOT NULL,
+    status           TEXT NOT NULL,
+    talk_seconds     BIGINT NOT NULL,
     method           TEXT NOT NULL,
     confidence       DOUBLE PRECISION NOT NULL,
     lease_id         TEXT,
