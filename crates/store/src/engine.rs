@@ -309,9 +309,10 @@ impl Store {
             number_id: None,
             lease_id: None,
         };
-        let shown = self
+        let mut shown = self
             .apply_target(&mut tx, &s.site_id, &live, target, now)
             .await?;
+        shown.is_bot = s.is_bot;
         tx.commit().await?;
         Ok(shown)
     }

@@ -188,3 +188,172 @@ conformance! {
         second.close().await;
     }
 }
+
+// ----- the engine -----
+
+use calltrail_core::engine::{Allocation, MINUTE};
+use calltrail_store::engine::Shown;
+use calltrail_store::tracking::{CallInput, SiteContext, VisitRequest};
+
+const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
+const T0: i64 = 1_800_000_000_000;
+
+/// A site with a pool of `n` numbers (+7 495 200-00-01 ...), a fallback, and an avito static number.
+async fn engine_site(store: &Store, n: usize, policy: &str) -> (String, SiteContext) {
+    let a = store.create_account("A").await.unwrap();
+    let site = store.create_site(&a.id, &site_spec("Shop", &["+74951234567"])).await.unwrap();
+    let pool = store.create_pool(&a.id, &site.id, &PoolSpec::parse("P", Some(15), Some(policy)).unwrap()).await.unwrap();
+    for i in 1..=n {
+        let num = format!("+749520000{i:02}");
+        store.create_number(&a.id, &site.id, &NumberSpec::parse(&num, ru(), "pool", Some(&pool.id), None).unwrap()).await.unwrap();
+    }
+    store.create_number(&a.id, &site.id, &NumberSpec::parse("+74952000099", ru(), "fallback", Some(&pool.id), None).unwrap()).await.unwrap();
+    store.create_number(&a.id, &site.id, &NumberSpec::parse("+74952000098", ru(), "static", None, Some("avito")).unwrap()).await.unwrap();
+    let ctx = store.site_context(&site.public_key).await.unwrap().unwrap();
+    (a.id, ctx)
+}
+
+fn visit_req(url: &str, session: Option<&Shown>) -> VisitRequest {
+    VisitRequest {
+        url: url.into(),
+        referrer: Some(String::new()),
+        user_agent: Some(UA.into()),
+        session_id: session.map(|s| s.session_id.clone()),
+        visitor_id: session.map(|s| s.visitor_id.clone()),
+        ..VisitRequest::default()
+    }
+}
+
+fn call(account: &str, ctx: &SiteContext, id: &str, to: &str, from: &str, at: i64) -> CallInput {
+    CallInput {
+        account_id: account.into(),
+        site_id: ctx.site.id.clone(),
+        provider: "test".into(),
+        provider_call_id: id.into(),
+        to: to.into(),
+        from: from.into(),
+        at,
+        answered: true,
+        talk_seconds: 30,
+    }
+}
+
+conformance! {
+    allocation_keeps_regains_and_picks_least_recently_active(store, db) {
+        let (_, ctx) = engine_site(store, 2, "fallback").await;
+        let url = "https://shop.example/?utm_source=google&utm_medium=cpc";
+        let a = store.visit(&ctx, &visit_req(url, None), T0).await.unwrap();
+        let b = store.visit(&ctx, &visit_req(url, None), T0 + MINUTE).await.unwrap();
+        assert!(matches!(a.allocation, Some(Allocation::Fresh { .. })), "{a:?}");
+        assert_ne!(a.number, b.number, "two live visitors share a number");
+        assert_eq!(a.track_code.len(), 5);
+        assert_ne!(a.track_code, b.track_code);
+        // A's next page keeps A's number; so does a heartbeat.
+        let a2 = store.visit(&ctx, &visit_req(url, Some(&a)), T0 + 5 * MINUTE).await.unwrap();
+        assert_eq!((a2.session_id.as_str(), a2.number.as_deref()), (a.session_id.as_str(), a.number.as_deref()));
+        assert!(matches!(a2.allocation, Some(Allocation::Keep { .. })));
+        let hb = store.heartbeat(&ctx, &a.session_id, T0 + 10 * MINUTE).await.unwrap().unwrap();
+        assert_eq!(hb.number, a.number);
+        // Both numbers are held: a third visitor meets exhaustion and sees the fallback.
+        let c = store.visit(&ctx, &visit_req(url, None), T0 + 11 * MINUTE).await.unwrap();
+        assert_eq!(c.allocation, Some(Allocation::Exhausted));
+        assert_eq!(c.number.as_deref(), Some("+74952000099"));
+        assert_eq!(store.exhaustion_counts(&ctx.site.id, 0).await.unwrap()[0].1, 1);
+        // B went quiet at T0+1m with a 15 min hold; at T0+20m B's number is free, A's is not
+        // (A's heartbeat at +10m holds it to +25m).
+        let d = store.visit(&ctx, &visit_req(url, None), T0 + 20 * MINUTE).await.unwrap();
+        assert_eq!(d.number, b.number);
+        // A comes back after an hour with a new session: A regains A's old number.
+        let back = VisitRequest { session_id: None, ..visit_req(url, Some(&a)) };
+        let a3 = store.visit(&ctx, &back, T0 + 90 * MINUTE).await.unwrap();
+        assert_ne!(a3.session_id, a.session_id);
+        assert_eq!(a3.visitor_id, a.visitor_id);
+        assert_eq!(a3.number, a.number);
+        assert!(matches!(a3.allocation, Some(Allocation::Regain { .. })), "{:?}", a3.allocation);
+    }
+
+    reuse_policy_takes_the_least_active_of_the_same_source(store, db) {
+        let (_, ctx) = engine_site(store, 2, "reuse").await;
+        let g = store.visit(&ctx, &visit_req("https://shop.example/?utm_source=google&utm_medium=cpc", None), T0).await.unwrap();
+        let y = store.visit(&ctx, &visit_req("https://shop.example/?utm_source=yandex&utm_medium=cpc", None), T0 + MINUTE).await.unwrap();
+        // A later google visitor displaces the google holder although yandex was active later... and earlier.
+        let g2 = store.visit(&ctx, &visit_req("https://shop.example/?utm_source=google&utm_medium=cpc", None), T0 + 2 * MINUTE).await.unwrap();
+        assert_eq!(g2.number, g.number);
+        assert!(matches!(g2.allocation, Some(Allocation::Reuse { .. })));
+        // The displaced lease ended when the number passed on.
+        let nid = match &g2.allocation { Some(Allocation::Reuse { number_id, .. }) => number_id.clone(), _ => unreachable!() };
+        let leases = store.number_leases(&nid).await.unwrap();
+        assert_eq!(leases.len(), 2);
+        assert_eq!(leases[0].ended_at, Some(T0 + 2 * MINUTE));
+        assert_ne!(y.number, g.number);
+    }
+
+    static_numbers_rules_and_bots(store, db) {
+        let (_, ctx) = engine_site(store, 2, "fallback").await;
+        // utm_source=avito matches the static number of that source.
+        let v = store.visit(&ctx, &visit_req("https://shop.example/?utm_source=avito", None), T0).await.unwrap();
+        assert_eq!(v.number.as_deref(), Some("+74952000098"));
+        assert_eq!(v.allocation, None);
+        // Its next page keeps it.
+        let v2 = store.visit(&ctx, &visit_req("https://shop.example/b", Some(&v)), T0 + MINUTE).await.unwrap();
+        assert_eq!(v2.number.as_deref(), Some("+74952000098"));
+        // A bot gets no pool number and is recorded as a bot.
+        let bot = VisitRequest { user_agent: Some("Mozilla/5.0 (compatible; YandexBot/3.0)".into()), ..visit_req("https://shop.example/", None) };
+        let b = store.visit(&ctx, &bot, T0).await.unwrap();
+        assert_eq!(b.number, None);
+        assert!(b.is_bot);
+        assert!(store.get_session(&ctx.site.id, &b.session_id).await.unwrap().is_bot);
+    }
+
+    calls_are_matched_and_stored_once(store, db) {
+        let (acc, ctx) = engine_site(store, 2, "fallback").await;
+        let url = "https://shop.example/landing?utm_source=yandex&utm_medium=cpc&utm_campaign=brand&utm_term=sofa";
+        let v = store.visit(&ctx, &visit_req(url, None), T0).await.unwrap();
+        let n = v.number.clone().unwrap();
+        let (c, created) = store.ingest_call(&call(&acc, &ctx, "c1", &n, "+79160000001", T0 + 2 * MINUTE)).await.unwrap();
+        assert!(created);
+        assert_eq!(c.method, "dynamic");
+        assert!(c.confidence >= 0.9);
+        assert_eq!(c.session_id.as_deref(), Some(v.session_id.as_str()));
+        assert_eq!((c.channel.as_str(), c.source.as_str()), ("paid_search", "yandex"));
+        assert_eq!(c.campaign.as_deref(), Some("brand"));
+        assert_eq!(c.keyword.as_deref(), Some("sofa"));
+        // The same provider call id again: one call.
+        let (again, created) = store.ingest_call(&call(&acc, &ctx, "c1", &n, "+79160000001", T0 + 2 * MINUTE)).await.unwrap();
+        assert!(!created);
+        assert_eq!(again.id, c.id);
+        assert_eq!(store.list_calls(&acc, None, None, 50).await.unwrap().items.len(), 1);
+        // Static, fallback and an unknown number.
+        let (s, _) = store.ingest_call(&call(&acc, &ctx, "c2", "+74952000098", "hidden", T0)).await.unwrap();
+        assert_eq!((s.method.as_str(), s.source.as_str(), s.confidence), ("static", "avito", 1.0));
+        let (f, _) = store.ingest_call(&call(&acc, &ctx, "c3", "+74952000099", "+79160000002", T0)).await.unwrap();
+        assert_eq!((f.method.as_str(), f.channel.as_str()), ("fallback", "unknown"));
+        let (u, _) = store.ingest_call(&call(&acc, &ctx, "c4", "+74959999999", "+79160000003", T0)).await.unwrap();
+        assert_eq!(u.method, "unmatched");
+        assert_eq!(u.number_kind, None);
+        // Long after the hold: the last holder, late and unsure.
+        let (late, _) = store.ingest_call(&call(&acc, &ctx, "c5", &n, "+79160000004", T0 + 5 * 60 * MINUTE)).await.unwrap();
+        assert_eq!(late.method, "dynamic_late");
+        assert!(late.confidence < 0.5);
+        // The first caller calls again hours later: caller history finds the visit.
+        let (hist, _) = store.ingest_call(&call(&acc, &ctx, "c6", &n, "+79160000001", T0 + 6 * 60 * MINUTE)).await.unwrap();
+        assert_eq!(hist.method, "caller_history");
+        assert_eq!(hist.session_id.as_deref(), Some(v.session_id.as_str()));
+        // Track code: a live session is found by its code.
+        let found = store.session_by_track_code(&ctx.site.id, &v.track_code, T0 + MINUTE).await.unwrap().unwrap();
+        assert_eq!(found.id, v.session_id);
+        assert!(store.session_by_track_code(&ctx.site.id, &v.track_code, T0 + 48 * 60 * MINUTE).await.unwrap().is_none());
+        let u2 = store.attribute_call(&acc, &u.id, &found, "track_code", 1.0).await.unwrap();
+        assert_eq!((u2.method.as_str(), u2.session_id.as_deref()), ("track_code", Some(v.session_id.as_str())));
+    }
+
+    expired_sessions_start_anew(store, db) {
+        let (_, ctx) = engine_site(store, 2, "fallback").await;
+        let v = store.visit(&ctx, &visit_req("https://shop.example/", None), T0).await.unwrap();
+        assert!(store.heartbeat(&ctx, &v.session_id, T0 + 31 * MINUTE).await.unwrap().is_none(), "a session must end after 30 idle minutes");
+        let again = store.visit(&ctx, &visit_req("https://shop.example/", Some(&v)), T0 + 31 * MINUTE).await.unwrap();
+        assert_ne!(again.session_id, v.session_id);
+        assert_eq!(again.visitor_id, v.visitor_id);
+        assert!(store.heartbeat(&ctx, "unknown-session-id", T0).await.unwrap().is_none());
+    }
+}
