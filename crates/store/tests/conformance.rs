@@ -201,14 +201,45 @@ const T0: i64 = 1_800_000_000_000;
 /// A site with a pool of `n` numbers (+7 495 200-00-01 ...), a fallback, and an avito static number.
 async fn engine_site(store: &Store, n: usize, policy: &str) -> (String, SiteContext) {
     let a = store.create_account("A").await.unwrap();
-    let site = store.create_site(&a.id, &site_spec("Shop", &["+74951234567"])).await.unwrap();
-    let pool = store.create_pool(&a.id, &site.id, &PoolSpec::parse("P", Some(15), Some(policy)).unwrap()).await.unwrap();
+    let site = store
+        .create_site(&a.id, &site_spec("Shop", &["+74951234567"]))
+        .await
+        .unwrap();
+    let pool = store
+        .create_pool(
+            &a.id,
+            &site.id,
+            &PoolSpec::parse("P", Some(15), Some(policy)).unwrap(),
+        )
+        .await
+        .unwrap();
     for i in 1..=n {
         let num = format!("+749520000{i:02}");
-        store.create_number(&a.id, &site.id, &NumberSpec::parse(&num, ru(), "pool", Some(&pool.id), None).unwrap()).await.unwrap();
+        store
+            .create_number(
+                &a.id,
+                &site.id,
+                &NumberSpec::parse(&num, ru(), "pool", Some(&pool.id), None).unwrap(),
+            )
+            .await
+            .unwrap();
     }
-    store.create_number(&a.id, &site.id, &NumberSpec::parse("+74952000099", ru(), "fallback", Some(&pool.id), None).unwrap()).await.unwrap();
-    store.create_number(&a.id, &site.id, &NumberSpec::parse("+74952000098", ru(), "static", None, Some("avito")).unwrap()).await.unwrap();
+    store
+        .create_number(
+            &a.id,
+            &site.id,
+            &NumberSpec::parse("+74952000099", ru(), "fallback", Some(&pool.id), None).unwrap(),
+        )
+        .await
+        .unwrap();
+    store
+        .create_number(
+            &a.id,
+            &site.id,
+            &NumberSpec::parse("+74952000098", ru(), "static", None, Some("avito")).unwrap(),
+        )
+        .await
+        .unwrap();
     let ctx = store.site_context(&site.public_key).await.unwrap().unwrap();
     (a.id, ctx)
 }

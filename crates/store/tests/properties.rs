@@ -17,7 +17,11 @@ use proptest::prelude::*;
 #[derive(Debug, Clone)]
 enum Op {
     /// A visit by visitor `v` (0..6) from source `s` (0..3); `new_session` drops the session.
-    Visit { v: usize, s: usize, new_session: bool },
+    Visit {
+        v: usize,
+        s: usize,
+        new_session: bool,
+    },
     /// A heartbeat of visitor `v`'s session.
     Ping { v: usize },
     /// Time passes.
@@ -44,13 +48,45 @@ async fn run(db: &TestDb, ops: &[Op], policy: &str) {
     let acc = store.create_account("P").await.unwrap();
     let domains = vec!["shop.example".to_owned()];
     let site = store
-        .create_site(&acc.id, &SiteSpec::parse(&SiteInput { name: "S", domains: &domains, timezone: "UTC", default_region: "RU", site_numbers: &[], forward_to: None }).unwrap())
+        .create_site(
+            &acc.id,
+            &SiteSpec::parse(&SiteInput {
+                name: "S",
+                domains: &domains,
+                timezone: "UTC",
+                default_region: "RU",
+                site_numbers: &[],
+                forward_to: None,
+            })
+            .unwrap(),
+        )
         .await
         .unwrap();
-    let pool = store.create_pool(&acc.id, &site.id, &PoolSpec::parse("P", Some(10), Some(policy)).unwrap()).await.unwrap();
+    let pool = store
+        .create_pool(
+            &acc.id,
+            &site.id,
+            &PoolSpec::parse("P", Some(10), Some(policy)).unwrap(),
+        )
+        .await
+        .unwrap();
     let mut numbers = Vec::new();
     for i in 1..=3 {
-        let n = store.create_number(&acc.id, &site.id, &NumberSpec::parse(&format!("+749530000{i:02}"), ru, "pool", Some(&pool.id), None).unwrap()).await.unwrap();
+        let n = store
+            .create_number(
+                &acc.id,
+                &site.id,
+                &NumberSpec::parse(
+                    &format!("+749530000{i:02}"),
+                    ru,
+                    "pool",
+                    Some(&pool.id),
+                    None,
+                )
+                .unwrap(),
+            )
+            .await
+            .unwrap();
         numbers.push(n);
     }
     let ctx = store.site_context(&site.public_key).await.unwrap().unwrap();
@@ -62,7 +98,10 @@ async fn run(db: &TestDb, ops: &[Op], policy: &str) {
             Op::Visit { v, s, new_session } => {
                 let prev = sessions[*v].as_ref();
                 let req = VisitRequest {
-                    url: format!("https://shop.example/?utm_source={}&utm_medium=cpc", SOURCES[*s]),
+                    url: format!(
+                        "https://shop.example/?utm_source={}&utm_medium=cpc",
+                        SOURCES[*s]
+                    ),
                     user_agent: Some("Mozilla/5.0 (Windows NT 10.0) Chrome/120.0".into()),
                     session_id: prev.filter(|_| !new_session).map(|p| p.session_id.clone()),
                     visitor_id: prev.map(|p| p.visitor_id.clone()),
@@ -102,22 +141,40 @@ async fn run(db: &TestDb, ops: &[Op], policy: &str) {
     for n in &numbers {
         let leases = store.number_leases(&n.id).await.unwrap();
         for w in leases.windows(2) {
-            assert!(w[1].leased_at >= w[0].end(), "overlapping leases on {}: {:?} and {:?}", n.number, w[0], w[1]);
+            assert!(
+                w[1].leased_at >= w[0].end(),
+                "overlapping leases on {}: {:?} and {:?}",
+                n.number,
+                w[0],
+                w[1]
+            );
         }
         // Matching is deterministic given the lease history: same answer twice, and the
         // same whatever order the store returns leases in.
         for t in [T0, now / 2 + T0 / 2, now] {
             let ls = store.leases_before(&n.id, t).await.unwrap();
-            let facts = CallFacts { kind: Some(NumberKind::Pool), at: t, leases: &ls, caller_visitors: &[] };
+            let facts = CallFacts {
+                kind: Some(NumberKind::Pool),
+                at: t,
+                leases: &ls,
+                caller_visitors: &[],
+            };
             let m1 = engine::match_call(&facts);
             let mut rev = ls.clone();
             rev.reverse();
-            let m2 = engine::match_call(&CallFacts { leases: &rev, ..facts.clone() });
+            let m2 = engine::match_call(&CallFacts {
+                leases: &rev,
+                ..facts.clone()
+            });
             assert_eq!(m1, m2);
         }
     }
     // Exactly once per provider call id.
-    let stored = store.list_calls(&acc.id, Some(&site.id), None, 500).await.unwrap().items;
+    let stored = store
+        .list_calls(&acc.id, Some(&site.id), None, 500)
+        .await
+        .unwrap()
+        .items;
     assert_eq!(stored.len(), call_ids.len());
 }
 
