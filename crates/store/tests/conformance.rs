@@ -4,7 +4,8 @@
 #![allow(
     clippy::unwrap_used,
     clippy::missing_panics_doc,
-    clippy::items_after_statements
+    clippy::items_after_statements,
+    clippy::many_single_char_names
 )]
 
 use calltrail_core::setup::{NumberSpec, PoolSpec, SiteInput, SiteSpec, SourceSpec};
