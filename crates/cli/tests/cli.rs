@@ -188,3 +188,141 @@ fn serve_on_postgres() {
     );
     assert!(stop(child).success());
 }
+
+/// Two calltrail processes on one PostgreSQL database, hit concurrently, never lease one
+/// number to two visitors.
+#[test]
+fn two_nodes_on_postgres_never_lease_one_number_twice() {
+    use calltrail_core::setup::{NumberSpec, PoolSpec, SiteInput, SiteSpec};
+    if std::env::var(calltrail_store::testing::ENV).is_err() {
+        eprintln!("CALLTRAIL_TEST_DATABASE_URL not set: PostgreSQL case skipped");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = rt.block_on(calltrail_store::testing::postgres()).unwrap();
+    let ru = calltrail_core::Region::parse("RU").unwrap();
+    let key = rt.block_on(async {
+        let s = &db.store;
+        let acc = s.create_account("two nodes").await.unwrap();
+        let domains = vec!["shop.example".to_owned()];
+        let nums = vec!["+74951234567".to_owned()];
+        let site = s
+            .create_site(
+                &acc.id,
+                &SiteSpec::parse(&SiteInput {
+                    name: "S",
+                    domains: &domains,
+                    timezone: "UTC",
+                    default_region: "RU",
+                    site_numbers: &nums,
+                    forward_to: None,
+                })
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        let pool = s
+            .create_pool(
+                &acc.id,
+                &site.id,
+                &PoolSpec::parse("P", Some(30), Some("fallback")).unwrap(),
+            )
+            .await
+            .unwrap();
+        for i in 1..=6 {
+            s.create_number(
+                &acc.id,
+                &site.id,
+                &NumberSpec::parse(
+                    &format!("+749540000{i:02}"),
+                    ru,
+                    "pool",
+                    Some(&pool.id),
+                    None,
+                )
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        }
+        s.create_number(
+            &acc.id,
+            &site.id,
+            &NumberSpec::parse("+74954000099", ru, "fallback", Some(&pool.id), None).unwrap(),
+        )
+        .await
+        .unwrap();
+        site.public_key
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let node = || {
+        let mut c = calltrail(dir.path());
+        c.env("CALLTRAIL_DATABASE_URL", &db.url);
+        serve(c)
+    };
+    let (a, url_a) = node();
+    let (b, url_b) = node();
+    let answers: Vec<String> = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let url = if i % 2 == 0 {
+                url_a.clone()
+            } else {
+                url_b.clone()
+            };
+            let http = http.clone();
+            let body =
+                serde_json::json!({"site_key": key, "url": format!("https://shop.example/?v={i}")})
+                    .to_string();
+            tasks.push(tokio::spawn(async move {
+                let r = http
+                    .post(format!("{url}/t/v1/visit"))
+                    .header("origin", "https://shop.example")
+                    .header("user-agent", "Mozilla/5.0 (Windows NT 10.0) Chrome/120.0")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                let v: serde_json::Value = r.json().await.unwrap();
+                v["numbers"][0]["number"].as_str().unwrap().to_owned()
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    assert!(stop(a).success());
+    assert!(stop(b).success());
+    let mut pool_numbers: Vec<&String> = answers
+        .iter()
+        .filter(|n| n.as_str() != "+74954000099")
+        .collect();
+    pool_numbers.sort();
+    let before = pool_numbers.len();
+    pool_numbers.dedup();
+    assert_eq!(
+        before,
+        pool_numbers.len(),
+        "a pool number went to two live visitors: {answers:?}"
+    );
+    assert_eq!(
+        pool_numbers.len(),
+        6,
+        "all six numbers are given before the fallback: {answers:?}"
+    );
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|n| n.as_str() == "+74954000099")
+            .count(),
+        34
+    );
+    rt.block_on(db.cleanup());
+}

@@ -41,6 +41,12 @@ impl Lease {
     pub fn covers(&self, t: Millis) -> bool {
         self.leased_at <= t && t <= self.end()
     }
+    /// Whether the number is still taken at `now`, for allocation. A lease that began after
+    /// `now` counts too: concurrent requests read the clock before they wait for the pool's
+    /// lock, so a later-started request may commit first.
+    pub fn taken_at(&self, now: Millis) -> bool {
+        now <= self.end()
+    }
 }
 
 /// A pool number and its latest lease.
@@ -52,7 +58,7 @@ pub struct Slot {
 
 impl Slot {
     fn live_at(&self, now: Millis) -> Option<&Lease> {
-        self.latest.as_ref().filter(|l| l.covers(now))
+        self.latest.as_ref().filter(|l| l.taken_at(now))
     }
 
     /// When the number was last active; never-used numbers sort first.
@@ -599,6 +605,20 @@ mod tests {
             ..f.clone()
         };
         assert_eq!(match_call(&f), match_call(&g));
+    }
+
+    #[test]
+    fn a_lease_from_a_request_that_committed_first_is_taken() {
+        // Request A read the clock at 100, request B at 101; B committed its lease first.
+        let b = lease("lb", "n1", "sb", "vb", "google", 101, 101, H);
+        let slots = vec![Slot {
+            number_id: "n1".into(),
+            latest: Some(b),
+        }];
+        assert_eq!(
+            allocate(&slots, &req("sa", &[]), ExhaustionPolicy::Fallback, 100),
+            Allocation::Exhausted
+        );
     }
 
     #[test]

@@ -426,7 +426,7 @@ impl Store {
                 if let Some(lease_id) = &s.lease_id {
                     let hit = sqlx::query(
                         "UPDATE leases SET last_activity = $1, hold_until = $2 \
-                         WHERE id = $3 AND ended_at IS NULL AND hold_until >= $1",
+                         WHERE id = $3 AND ended_at IS NULL AND hold_until >= $1 AND last_activity <= $1",
                     )
                     .bind(now)
                     .bind(now + pool.hold())
@@ -522,7 +522,8 @@ impl Store {
                 number_id,
                 lease_id,
             } => {
-                sqlx::query("UPDATE leases SET last_activity = $1, hold_until = $2 WHERE id = $3")
+                // A request that read the clock earlier must not move activity back.
+                sqlx::query("UPDATE leases SET last_activity = $1, hold_until = $2 WHERE id = $3 AND last_activity <= $1")
                     .bind(now)
                     .bind(now + pool.hold())
                     .bind(lease_id)
