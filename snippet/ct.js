@@ -1,4 +1,4 @@
-/*! calltrail ct.js - call tracking number swap. Install: <script async src="https://HOST/t/ct.js" data-site="KEY"></script> */
+/*! calltrail ct.js: call-tracking number swap (source: snippet/ct.src.js, docs: docs/snippet.md) */
 (function () {
 try {
 const W = window, D = document, L = location, now = Date.now;
@@ -70,7 +70,7 @@ keepalive: true,
 credentials: 'omit',
 signal: ac.signal
 }).then(r => {
-if (!r.ok) throw 0;
+if (!r.ok) throw r.status;
 return r.text();
 }).then(t => ok(t ? JSON.parse(t) : {})).catch(no);
 });
@@ -79,7 +79,12 @@ const call = (path, body) => post(path, Object.assign(ids(), body), 1e4).then(j 
 if (j.ping_s >= 1) ps = j.ping_s;
 if (j.numbers) apply(j.numbers);
 store('_ct_sid', sid, 1800);
-}).catch(() => {});
+}).catch(e => {
+if (e == 410) {
+sid = void 0;
+visit();
+}
+});
 const cur = (n, k) => {
 const r = orig.get(n), v = n[k];
 return r && r[1] === v ? r[0] : v;
@@ -91,19 +96,23 @@ else orig.set(n, [o, v]);
 if (n[k] !== v) n[k] = v;
 };
 const edits = (m, s, tel) => {
-let i = 1, p;
+let i = 1, p, r;
 while (m[++i] === undefined);
 const c = conf[i - 2], st = m.index + m[1].length, en = m.index + m[0].length, dp = [], w = [];
 for (p = st; p < en; p++) if (/\d/.test(s[p])) dp.push(p);
 const k = dp.length - c.n.length;
-if (c.nn.length == c.n.length) {
+if (c.x) {
+r = m[1] == '+' ? st - 1 : st;
+w.push([r, tel ? '+' + c.nd : c.disp]);
+} else if (c.nn.length == c.n.length) {
 for (p = 0; p < c.nn.length; p++) w.push([dp[k + p], c.nn[p]]);
+return w;
 } else {
-let r = dp[k];
+r = dp[k];
 while (s[r - 1] == '(') r--;
 w.push([r, tel ? c.nn : c.np]);
-for (p = r + 1; p < en; p++) w.push([p, '']);
 }
+for (p = r + 1; p < en; p++) w.push([p, '']);
 return w;
 };
 const text = (s, parts, tel) => {
@@ -173,12 +182,12 @@ list = list.filter(x => x && digits(x.replaces).length > 6 && digits(x.number).l
 if (!force && JSON.stringify(list) == JSON.stringify(nums)) return;
 nums = list;
 conf = list.map(x => {
-const d = digits(x.replaces), nd = digits(x.number), disp = String(x.display || x.number);
-const n = d.slice(ccl(d)), nn = nd.slice(ccl(nd));
+const d = digits(x.replaces), nd = digits(x.number), disp = String(x.display || x.number), l = ccl(d);
+const n = d.slice(l), nn = nd.slice(ccl(nd));
 let i = disp.length, c = 0;
 while (i && c < nn.length) if (/\d/.test(disp[--i])) c++;
 while (i && disp[i - 1] == '(') i--;
-return {n, nn, np: disp.slice(i), d};
+return {n, nn, np: disp.slice(i), d, nd, disp, x: d.slice(0, l) != nd.slice(0, l)};
 });
 re = list.length ? new RegExp('(^|\\D)(?:' + conf.map(c => '(' + [c.d, (c.d[0] == '7' ? 8 : 0) + c.n, c.n].map(v => v.split('').join(SEP)).join('|') + ')').join('|') + ')(?!\\d)', 'g') : null;
 run([D.documentElement]);
@@ -204,7 +213,7 @@ trackCode: () => code
 };
 const beat = g(() => {
 clearTimeout(timer);
-if (D.visibilityState != 'visible') return;
+if (!sid || D.visibilityState != 'visible') return;
 let w = last + ps * 1e3 - now();
 if (w <= 0) {
 last = now();
@@ -239,15 +248,15 @@ mo.observe(D.documentElement, {childList: true, subtree: true, characterData: tr
 const ga = getC('_ga');
 vid = load('_ct_vid');
 sid = load('_ct_sid');
-post('visit', Object.assign(ids(), {
-url,
+const visit = () => post('visit', Object.assign(ids(), {
+url: url = L.href,
 referrer: D.referrer,
 title: D.title,
 ga_client_id: ga ? ga.split('.').slice(-2).join('.') : undefined,
 ym_client_id: getC('_ym_uid') || undefined,
 screen: screen.width + 'x' + screen.height,
 lang: navigator.language
-}), 5e3).then(j => {
+}), 1e3).then(j => {
 if (!j.visitor_id || !j.session_id) throw 0;
 store('_ct_vid', vid = j.visitor_id, 31536e3);
 store('_ct_sid', sid = j.session_id, 1800);
@@ -258,9 +267,11 @@ apply(j.numbers || [], 1);
 D.addEventListener('visibilitychange', beat);
 beat();
 nav();
-}).catch(() => {
+}).catch(g(() => {
 vid = sid = null;
 mo.disconnect();
-}).then(show);
+apply([]);
+})).then(show);
+visit();
 } catch (e) {}
 })();

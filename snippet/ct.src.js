@@ -1,4 +1,4 @@
-/*! calltrail ct.js - call tracking number swap. Install: <script async src="https://HOST/t/ct.js" data-site="KEY"></script> */
+/*! calltrail ct.js: call-tracking number swap (source: snippet/ct.src.js, docs: docs/snippet.md) */
 // Source of the number-swap script. snippet/ct.js (the file the server embeds and
 // serves at /t/ct.js) is this file with comments and indentation stripped:
 // edit here, then run `npm run build` in e2e/. Rules for this file, so that the
@@ -89,7 +89,7 @@
         credentials: 'omit',
         signal: ac.signal
       }).then(r => {
-        if (!r.ok) throw 0;
+        if (!r.ok) throw r.status;
         return r.text();
       }).then(t => ok(t ? JSON.parse(t) : {})).catch(no);
     });
@@ -98,7 +98,13 @@
       if (j.ping_s >= 1) ps = j.ping_s;
       if (j.numbers) apply(j.numbers);
       store('_ct_sid', sid, 1800);
-    }).catch(() => {});
+    }).catch(e => {
+      // 410: the session ran out on the server; start a new one
+      if (e == 410) {
+        sid = void 0;
+        visit();
+      }
+    });
 
     // ---- swapping
     const cur = (n, k) => {
@@ -113,21 +119,26 @@
     };
     // Writes [position, text] that turn one regex match into the new number.
     const edits = (m, s, tel) => {
-      let i = 1, p;
+      let i = 1, p, r;
       while (m[++i] === undefined);
       const c = conf[i - 2], st = m.index + m[1].length, en = m.index + m[0].length, dp = [], w = [];
       for (p = st; p < en; p++) if (/\d/.test(s[p])) dp.push(p);
       // digits printed before the national number: country code or trunk prefix
       const k = dp.length - c.n.length;
-      if (c.nn.length == c.n.length) {
+      if (c.x) {
+        // a number of another country: written whole, as `display`
+        r = m[1] == '+' ? st - 1 : st;
+        w.push([r, tel ? '+' + c.nd : c.disp]);
+      } else if (c.nn.length == c.n.length) {
         for (p = 0; p < c.nn.length; p++) w.push([dp[k + p], c.nn[p]]);
+        return w;
       } else {
         // other length: the printed prefix stays, the national part is written like `display`
-        let r = dp[k];
+        r = dp[k];
         while (s[r - 1] == '(') r--;
         w.push([r, tel ? c.nn : c.np]);
-        for (p = r + 1; p < en; p++) w.push([p, '']);
       }
+      for (p = r + 1; p < en; p++) w.push([p, '']);
       return w;
     };
     // s: text to search; parts: [node, property, offset in s, original value]
@@ -202,12 +213,12 @@
       if (!force && JSON.stringify(list) == JSON.stringify(nums)) return;
       nums = list;
       conf = list.map(x => {
-        const d = digits(x.replaces), nd = digits(x.number), disp = String(x.display || x.number);
-        const n = d.slice(ccl(d)), nn = nd.slice(ccl(nd));
+        const d = digits(x.replaces), nd = digits(x.number), disp = String(x.display || x.number), l = ccl(d);
+        const n = d.slice(l), nn = nd.slice(ccl(nd));
         let i = disp.length, c = 0;
         while (i && c < nn.length) if (/\d/.test(disp[--i])) c++;
         while (i && disp[i - 1] == '(') i--;
-        return {n, nn, np: disp.slice(i), d};
+        return {n, nn, np: disp.slice(i), d, nd, disp, x: d.slice(0, l) != nd.slice(0, l)};
       });
       re = list.length ? new RegExp('(^|\\D)(?:' + conf.map(c => '(' + [c.d, (c.d[0] == '7' ? 8 : 0) + c.n, c.n].map(v => v.split('').join(SEP)).join('|') + ')').join('|') + ')(?!\\d)', 'g') : null;
       run([D.documentElement]);
@@ -236,7 +247,7 @@
     // ---- heartbeat, only while the tab is visible
     const beat = g(() => {
       clearTimeout(timer);
-      if (D.visibilityState != 'visible') return;
+      if (!sid || D.visibilityState != 'visible') return;
       let w = last + ps * 1e3 - now();
       if (w <= 0) {
         last = now();
@@ -278,8 +289,8 @@
     const ga = getC('_ga');
     vid = load('_ct_vid');
     sid = load('_ct_sid');
-    post('visit', Object.assign(ids(), {
-      url,
+    const visit = () => post('visit', Object.assign(ids(), {
+      url: url = L.href,
       referrer: D.referrer,
       title: D.title,
       ga_client_id: ga ? ga.split('.').slice(-2).join('.') : undefined,
@@ -297,9 +308,11 @@
       D.addEventListener('visibilitychange', beat);
       beat();
       nav();
-    }).catch(() => {
+    }).catch(g(() => {
       vid = sid = null;
       mo.disconnect();
-    }).then(show);
+      apply([]);
+    })).then(show);
+    visit();
   } catch (e) {}
 })();

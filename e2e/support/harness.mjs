@@ -11,19 +11,16 @@ export const ARTIFACTS = fileURLToPath(new URL('../artifacts/', import.meta.url)
 export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
 /**
- * The default site: a Moscow number and an 8-800 number, each replaced by a pool of
- * one number, so which number a visitor gets does not depend on the server's
- * allocation order. Tests with several visitors on one site pass their own pools.
+ * The default site prints a Moscow number; a visitor's number replaces it. The pool
+ * has one number, so which number a visitor gets does not depend on the server's
+ * allocation order; tests with several visitors on one site pass their own pool.
  */
 export const MOSCOW = '+74951234567';
 export const FREEPHONE = '+78005553535';
 export const defaultSite = (over = {}) => ({
   domains: ['127.0.0.1', 'shop.test', 'shop.co.uk'],
-  site_numbers: [MOSCOW, FREEPHONE],
-  pools: [
-    { replaces: [MOSCOW], numbers: ['+74957654321'] },
-    { replaces: [FREEPHONE], numbers: ['+78001002030'] },
-  ],
+  site_numbers: [MOSCOW],
+  pool: ['+74957654321'],
   ping_s: 30,
   ...over,
 });

@@ -34,7 +34,7 @@ export async function startProxy(upstream) {
         body,
         at: Date.now(),
       });
-      const api = path.startsWith('/t/v1/');
+      const api = path.startsWith('/t/v1/') && (!fault.only || fault.only === path);
       if (api && fault.delay_ms) await new Promise((r) => setTimeout(r, fault.delay_ms));
       if (api && fault.mode === 'dead') {
         req.socket.destroy();
@@ -74,7 +74,10 @@ export async function startProxy(upstream) {
   return {
     baseUrl: `http://127.0.0.1:${server.address().port}`,
     log,
-    /** {mode: 'ok' | 'dead' | 'error', delay_ms} for /t/v1/* (ct.js is always served). */
+    /**
+     * {mode: 'ok' | 'dead' | 'error', delay_ms, only?} for /t/v1/* (or just the path
+     * `only`, e.g. '/t/v1/visit'); ct.js is always served.
+     */
     setFault(f) {
       fault = { mode: 'ok', delay_ms: 0, ...f };
     },

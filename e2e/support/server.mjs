@@ -19,9 +19,8 @@ export const SNIPPET = fileURLToPath(new URL('../../snippet/ct.js', import.meta.
  * @typedef {object} SiteSpec
  * @property {string[]} domains       hostnames whose pages may use the site (subdomains included)
  * @property {string[]} site_numbers  E.164 numbers printed on the site's pages
- * @property {{replaces?: string[], numbers: string[]}[]} pools
- *           each pool's numbers replace `replaces` (default: all site_numbers);
- *           a session leases one number of each pool
+ * @property {string[]} pool          E.164 pool numbers; a session leases one, and it
+ *                                    replaces every site number; none free -> no swap
  * @property {number} [ping_s]        heartbeat period the server tells the script
  */
 
@@ -34,8 +33,9 @@ export const SNIPPET = fileURLToPath(new URL('../../snippet/ct.js', import.meta.
  *   pings(key: string): Promise<object[]>,
  *   events(key: string): Promise<object[]>,
  *   requests(): object[],
- *   fault(f: {mode?: 'ok'|'dead'|'error', delay_ms?: number}): void,
+ *   fault(f: {mode?: 'ok'|'dead'|'error', delay_ms?: number, only?: string}): void,
  *   forceNumbers?: (sessionId: string, numbers: object[]) => Promise<void>,
+ *   expireSession?: (sessionId: string) => Promise<void>,
  *   stop(): Promise<void>,
  * }>}
  */
@@ -78,6 +78,10 @@ async function startWithStandIn() {
     async forceNumbers(sessionId, numbers) {
       server.forceNumbers(sessionId, numbers);
     },
+    // Stand-in only: end the session now (the real server would after its hold).
+    async expireSession(sessionId) {
+      server.expireSession(sessionId);
+    },
     async stop() {
       await proxy.stop();
       await server.stop();
@@ -94,11 +98,13 @@ async function startReal(bin) {
   //  2. const proxy = await startProxy(realBaseUrl)  -- keep the proxy: the tests
   //     use its log for visits/pings/events and its fault injection;
   //  3. createSite(spec): POST /api/v1/sites {name, domains, timezone, default_region,
-  //     site_numbers, forward_to}; per spec.pools entry POST /sites/{id}/pools and
-  //     POST /sites/{id}/numbers {number, kind: "pool", pool_id}; return
-  //     {key: site.public_key};
-  //  4. forceNumbers: leave undefined unless the server has a way to re-lease
-  //     (tests that need it skip themselves when it is missing);
+  //     site_numbers, forward_to}; POST /sites/{id}/pools {name, hold_minutes,
+  //     on_exhaustion: "fallback"} (no fallback number: an exhausted pool means no swap);
+  //     per spec.pool number POST /sites/{id}/numbers {number, kind: "pool", pool_id};
+  //     the server's ping_s must come from spec.ping_s (tests use 1 s) -- a per-site
+  //     setting or a server flag; return {key: site.public_key};
+  //  4. forceNumbers / expireSession: leave undefined unless the server can do that on
+  //     demand (tests that need them skip themselves when they are missing);
   //  5. stop(): proxy.stop(), then kill the child and wait for it.
   throw new Error(`CALLTRAIL_BIN=${bin}: the real-server mode of e2e/support/server.mjs is not written yet`);
 }

@@ -2,7 +2,9 @@
 // the browser tests until the real binary is wired into support/server.mjs.
 // It follows the wire contract in docs/snippet.md ("Wire contract") and nothing
 // more: GET /t/ct.js, POST /t/v1/visit, /t/v1/ping, /t/v1/event, CORS only for a
-// site's domains, one pool number leased per session.
+// site's domains. Like the real server, a session leases one number of the site's
+// pool, and that number replaces every one of the site's own numbers; a ping or
+// event for a session that ran out is answered 410 Gone.
 import http from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
@@ -50,26 +52,21 @@ export async function startStandIn({ snippet }) {
   let nextCode = 4821;
 
   // A pool number is free when no other live session of the site holds it.
-  function lease(site, session, poolIndex) {
-    if (session.leases.has(poolIndex)) return session.leases.get(poolIndex);
+  function lease(site, session) {
+    if (session.lease) return session.lease;
     const held = new Set();
     for (const s of sessions.values()) {
-      if (s !== session && s.key === site.key && s.leases.has(poolIndex)) held.add(s.leases.get(poolIndex));
+      if (s !== session && s.key === site.key && !s.expired && s.lease) held.add(s.lease);
     }
-    const free = site.pools[poolIndex].numbers.find((n) => !held.has(n));
-    if (free) session.leases.set(poolIndex, free);
-    return free;
+    session.lease = site.pool.find((n) => !held.has(n)) ?? null;
+    return session.lease;
   }
 
   function numbersFor(site, session) {
     if (session.forced) return session.forced;
-    const out = [];
-    site.pools.forEach((pool, i) => {
-      const n = lease(site, session, i);
-      if (!n) return; // pool ran dry: no swap for these numbers
-      for (const r of pool.replaces) out.push({ replaces: r, number: n, display: display(n) });
-    });
-    return out;
+    const n = lease(site, session);
+    // pool ran dry: no swap
+    return n ? site.site_numbers.map((r) => ({ replaces: r, number: n, display: display(n) })) : [];
   }
 
   function send(res, status, obj, headers = {}) {
@@ -112,9 +109,9 @@ export async function startStandIn({ snippet }) {
         let vid = visitors.has(body.visitor_id) ? body.visitor_id : randomUUID();
         if (!visitors.has(vid)) visitors.set(vid, { key: site.key, sessionId: null });
         let session = sessions.get(body.session_id);
-        if (!session || session.visitorId !== vid || session.key !== site.key) {
+        if (!session || session.expired || session.visitorId !== vid || session.key !== site.key) {
           session = {
-            id: randomUUID(), key: site.key, visitorId: vid, leases: new Map(), forced: null,
+            id: randomUUID(), key: site.key, visitorId: vid, lease: null, forced: null, expired: false,
             code: String(nextCode++), landing: body.url, referrer: body.referrer,
           };
           sessions.set(session.id, session);
@@ -128,14 +125,15 @@ export async function startStandIn({ snippet }) {
           ping_s: site.ping_s,
         }, cors);
       }
-      case '/t/v1/ping': {
-        const session = sessions.get(body.session_id);
-        if (!session || session.key !== site.key) return send(res, 404, { error: 'unknown session' }, cors);
-        return send(res, 200, { numbers: numbersFor(site, session), ping_s: site.ping_s }, cors);
-      }
+      case '/t/v1/ping':
       case '/t/v1/event': {
         const session = sessions.get(body.session_id);
-        if (!session || session.key !== site.key) return send(res, 404, { error: 'unknown session' }, cors);
+        if (!session || session.key !== site.key || session.expired) {
+          return send(res, 410, { error: 'session expired; send a new visit' }, cors);
+        }
+        if (url.pathname === '/t/v1/ping') {
+          return send(res, 200, { numbers: numbersFor(site, session), ping_s: site.ping_s }, cors);
+        }
         if (body.type !== 'pageview' || typeof body.url !== 'string') return send(res, 400, { error: 'bad event' }, cors);
         return send(res, 204, undefined, cors);
       }
@@ -152,17 +150,15 @@ export async function startStandIn({ snippet }) {
 
   return {
     baseUrl,
-    /**
-     * @param {{domains: string[], site_numbers: string[],
-     *          pools: {replaces?: string[], numbers: string[]}[], ping_s?: number}} spec
-     */
+    /** @param {{domains: string[], site_numbers: string[], pool: string[], ping_s?: number}} spec */
     createSite(spec) {
       const key = `pk_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
       const site = {
         key,
         domains: spec.domains,
+        site_numbers: spec.site_numbers,
+        pool: spec.pool ?? [],
         ping_s: spec.ping_s ?? 30,
-        pools: (spec.pools ?? []).map((p) => ({ replaces: p.replaces ?? spec.site_numbers, numbers: p.numbers })),
       };
       sites.set(key, site);
       return {
@@ -170,11 +166,17 @@ export async function startStandIn({ snippet }) {
         install_snippet: `<script async src="${baseUrl}/t/ct.js" data-site="${key}"></script>`,
       };
     },
-    /** Make the next ping/visit of a session answer this mapping instead of its leases. */
+    /** Make the next ping/visit of a session answer this mapping instead of its lease. */
     forceNumbers(sessionId, numbers) {
       const s = sessions.get(sessionId);
       if (!s) throw new Error(`no session ${sessionId}`);
       s.forced = numbers;
+    },
+    /** End a session as if its hold ran out: its number is free, pings get 410. */
+    expireSession(sessionId) {
+      const s = sessions.get(sessionId);
+      if (!s) throw new Error(`no session ${sessionId}`);
+      s.expired = true;
     },
     stop() {
       server.closeAllConnections();

@@ -129,7 +129,7 @@ test('a public suffix (co.uk) is refused by the browser: ids go on the next wide
 
 test('two tabs of one visitor share one session and one number; another visitor gets another', async () => {
   const pool = ['+74957654321', '+74957654322'];
-  const key = await env.newSite({ pools: [{ replaces: [MOSCOW], numbers: pool }] });
+  const key = await env.newSite({ pool });
   const context = await newContext();
   const tab1 = await open(context, env.site.url(key, 'plain.html'));
   await swapped(tab1);
@@ -269,7 +269,7 @@ test('a page on a domain the site does not list gets no answer (CORS) and stays 
 });
 
 test('an empty mapping (no pool number for this visitor) swaps nothing but shows the track code', async () => {
-  const key = await env.newSite({ pools: [] });
+  const key = await env.newSite({ pool: [] });
   const context = await newContext();
   await context.addInitScript(() => document.addEventListener('calltrail:number', () => (window.__fired = true)));
   const page = await open(context, env.site.url(key, 'plain.html'));
@@ -282,13 +282,51 @@ test('an empty mapping (no pool number for this visitor) swaps nothing but shows
 });
 
 test('a pool that ran dry leaves that number as printed, the rest swapped', async () => {
-  const key = await env.newSite({
-    pools: [{ replaces: [MOSCOW], numbers: ['+74957654321'] }],
-  });
+  const key = await env.newSite({ pool: ['+74957654321'] });
   const first = await open(await newContext(), env.site.url(key, 'plain.html'));
   await swapped(first);
   assert.equal(await text(first, '#phone'), '+7 (495) 765-43-21');
   const second = await open(await newContext(), env.site.url(key, 'plain.html'));
   await second.waitForFunction(() => window.calltrail && window.calltrail.trackCode());
   assert.equal(await text(second, '#phone'), '+7 (495) 123-45-67');
+});
+
+test('a session that ran out (410 on ping) starts a new visit and keeps swapping', async (t) => {
+  if (!env.ct.expireSession) return t.skip('server cannot end a session on demand');
+  const key = await env.newSite({ ping_s: 1 });
+  const context = await newContext();
+  const page = await open(context, env.site.url(key, 'plain.html'));
+  await swapped(page);
+  const vid = decodeURIComponent((await cookie(context, '_ct_vid')).value);
+  const sid = decodeURIComponent((await cookie(context, '_ct_sid')).value);
+  await env.ct.expireSession(sid);
+  assert.ok(await until(async () => (await env.ct.visits(key)).length === 2, 4000), 'a second visit');
+  const [, again] = await env.ct.visits(key);
+  assert.equal(again.visitor_id, vid);
+  assert.equal(again.session_id, undefined, 'the expired session is not sent again');
+  const sid2 = await until(async () => {
+    const c = await cookie(context, '_ct_sid');
+    return c && decodeURIComponent(c.value) !== sid && decodeURIComponent(c.value);
+  }, 2000);
+  assert.ok(sid2, 'a new session id is stored');
+  assert.ok(await until(async () => (await env.ct.pings(key)).some((p) => p.session_id === sid2), 3000), 'pings go on with it');
+  assert.equal(await text(page, '#phone'), '+7 (495) 765-43-21');
+});
+
+test('a session that ran out and a failed new visit: the page goes back to its own numbers', async (t) => {
+  if (!env.ct.expireSession) return t.skip('server cannot end a session on demand');
+  const key = await env.newSite({ ping_s: 1 });
+  const context = await newContext();
+  const page = await open(context, env.site.url(key, 'plain.html'));
+  await swapped(page);
+  const sid = decodeURIComponent((await cookie(context, '_ct_sid')).value);
+  env.ct.fault({ mode: 'dead', only: '/t/v1/visit' });
+  await env.ct.expireSession(sid);
+  await page.waitForFunction(() => window.calltrail.number() === null, null, { timeout: 4000 });
+  assert.equal(await text(page, '#phone'), '+7 (495) 123-45-67');
+  assert.equal(await text(page, '#hidden-phone'), '8 (495) 123-45-67');
+  const pings = (await env.ct.pings(key)).length;
+  await sleep(1500);
+  assert.equal((await env.ct.pings(key)).length, pings, 'no more pings');
+  assert.deepEqual(scriptErrors(page), []);
 });

@@ -10,7 +10,7 @@ use rand::Rng;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use crate::{from_ms, new_id, Backend, Call, PageView, Result, Session, Store, StoreError};
+use crate::{from_ms, new_id, Backend, PageView, Result, Session, Store, StoreError};
 
 /// How a session's number is chosen.
 #[derive(Debug, Clone)]
@@ -92,34 +92,6 @@ pub struct Shown {
     pub is_bot: bool,
 }
 
-/// A call to store; its attribution is decided before.
-#[derive(Debug, Clone)]
-pub struct NewCall {
-    pub account_id: String,
-    pub site_id: String,
-    pub provider: String,
-    pub provider_call_id: String,
-    pub tracking_number: String,
-    pub number_id: Option<String>,
-    pub number_kind: Option<String>,
-    pub caller: String,
-    pub started_at: Millis,
-    /// `answered` or `missed`.
-    pub status: String,
-    pub talk_seconds: i64,
-    pub method: String,
-    pub confidence: f64,
-    pub lease_id: Option<String>,
-    pub session_id: Option<String>,
-    pub visitor_id: Option<String>,
-    pub channel: String,
-    pub source: String,
-    pub medium: Option<String>,
-    pub campaign: Option<String>,
-    pub keyword: Option<String>,
-    pub landing_url: Option<String>,
-}
-
 /// A tracking number found by its E.164 form, with its account.
 #[derive(Debug, Clone)]
 pub struct NumberOwner {
@@ -193,37 +165,6 @@ pub(crate) fn session_row(r: &AnyRow) -> Result<Session> {
         number_id: r.try_get("number_id")?,
         lease_id: r.try_get("lease_id")?,
         page_count: r.try_get("page_count")?,
-    })
-}
-
-const CALL_COLS: &str = "id, site_id, provider, provider_call_id, tracking_number, number_id, number_kind, \
-    caller, started_at, status, talk_seconds, method, confidence, session_id, visitor_id, channel, source, medium, campaign, \
-    keyword, landing_url, created_at";
-
-pub(crate) fn call_row(r: &AnyRow) -> Result<Call> {
-    Ok(Call {
-        id: r.try_get("id")?,
-        site_id: r.try_get("site_id")?,
-        provider: r.try_get("provider")?,
-        provider_call_id: r.try_get("provider_call_id")?,
-        tracking_number: r.try_get("tracking_number")?,
-        number_id: r.try_get("number_id")?,
-        number_kind: r.try_get("number_kind")?,
-        caller: r.try_get("caller")?,
-        started_at: from_ms(r.try_get("started_at")?),
-        status: r.try_get("status")?,
-        talk_seconds: r.try_get("talk_seconds")?,
-        method: r.try_get("method")?,
-        confidence: r.try_get("confidence")?,
-        session_id: r.try_get("session_id")?,
-        visitor_id: r.try_get("visitor_id")?,
-        channel: r.try_get("channel")?,
-        source: r.try_get("source")?,
-        medium: r.try_get("medium")?,
-        campaign: r.try_get("campaign")?,
-        keyword: r.try_get("keyword")?,
-        landing_url: r.try_get("landing_url")?,
-        created_at: from_ms(r.try_get("created_at")?),
     })
 }
 
@@ -769,134 +710,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// Store a call once per `(provider, provider_call_id)`; a repeat returns the stored
-    /// call and `false`.
-    pub async fn record_call(&self, c: &NewCall) -> Result<(Call, bool)> {
-        let guard = self.write_guard().await;
-        let inserted = sqlx::query(
-            "INSERT INTO calls (id, account_id, site_id, provider, provider_call_id, tracking_number, number_id, \
-             number_kind, caller, started_at, status, talk_seconds, method, confidence, lease_id, session_id, visitor_id, channel, source, \
-             medium, campaign, keyword, landing_url, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24) \
-             ON CONFLICT (provider, provider_call_id) DO NOTHING",
-        )
-        .bind(new_id())
-        .bind(&c.account_id)
-        .bind(&c.site_id)
-        .bind(&c.provider)
-        .bind(&c.provider_call_id)
-        .bind(&c.tracking_number)
-        .bind(c.number_id.clone())
-        .bind(c.number_kind.clone())
-        .bind(&c.caller)
-        .bind(c.started_at)
-        .bind(&c.status)
-        .bind(c.talk_seconds)
-        .bind(&c.method)
-        .bind(c.confidence)
-        .bind(c.lease_id.clone())
-        .bind(c.session_id.clone())
-        .bind(c.visitor_id.clone())
-        .bind(&c.channel)
-        .bind(&c.source)
-        .bind(c.medium.clone())
-        .bind(c.campaign.clone())
-        .bind(c.keyword.clone())
-        .bind(c.landing_url.clone())
-        .bind(crate::now().as_millisecond())
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1;
-        drop(guard);
-        let r = sqlx::query(&format!(
-            "SELECT {CALL_COLS} FROM calls WHERE provider = $1 AND provider_call_id = $2"
-        ))
-        .bind(&c.provider)
-        .bind(&c.provider_call_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((call_row(&r)?, inserted))
-    }
-
-    pub async fn get_call(&self, account_id: &str, id: &str) -> Result<Call> {
-        let r = sqlx::query(&format!(
-            "SELECT {CALL_COLS} FROM calls WHERE account_id = $1 AND id = $2"
-        ))
-        .bind(account_id)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound("call"))?;
-        call_row(&r)
-    }
-
-    /// Calls of an account, newest first; `site_id` narrows to one site.
-    pub async fn list_calls(
-        &self,
-        account_id: &str,
-        site_id: Option<&str>,
-        cursor: Option<&str>,
-        limit: u32,
-    ) -> Result<crate::Page<Call>> {
-        let limit = limit.clamp(1, crate::setup::MAX_PAGE);
-        let rows = sqlx::query(&format!(
-            "SELECT {CALL_COLS} FROM calls WHERE account_id = $1 AND ($2 = '' OR site_id = $2) \
-             AND ($3 = '' OR id < $3) ORDER BY id DESC LIMIT $4"
-        ))
-        .bind(account_id)
-        .bind(site_id.unwrap_or(""))
-        .bind(cursor.unwrap_or(""))
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut items = rows.iter().map(call_row).collect::<Result<Vec<_>>>()?;
-        let next_cursor = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|c| c.id.clone())
-        } else {
-            None
-        };
-        Ok(crate::Page { items, next_cursor })
-    }
-
-    /// Give a call to a session (an operator typed its track code).
-    pub async fn attribute_call(
-        &self,
-        account_id: &str,
-        call_id: &str,
-        session: &Session,
-        method: &str,
-        confidence: f64,
-    ) -> Result<Call> {
-        let guard = self.write_guard().await;
-        let n = sqlx::query(
-            "UPDATE calls SET session_id = $1, visitor_id = $2, channel = $3, source = $4, medium = $5, \
-             campaign = $6, keyword = $7, landing_url = $8, method = $9, confidence = $10, lease_id = NULL \
-             WHERE account_id = $11 AND id = $12",
-        )
-        .bind(&session.id)
-        .bind(&session.visitor_id)
-        .bind(&session.channel)
-        .bind(&session.source)
-        .bind(&session.medium)
-        .bind(session.campaign.clone())
-        .bind(session.keyword.clone())
-        .bind(&session.landing_url)
-        .bind(method)
-        .bind(confidence)
-        .bind(account_id)
-        .bind(call_id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        drop(guard);
-        if n == 0 {
-            return Err(StoreError::NotFound("call"));
-        }
-        self.get_call(account_id, call_id).await
     }
 }
 

@@ -6,6 +6,7 @@
 //! pragmas, locking for atomic allocation) is chosen by [`Backend`]. Each backend keeps its
 //! own `migrations/` folder.
 
+pub mod calls;
 pub mod engine;
 mod migrate;
 mod records;

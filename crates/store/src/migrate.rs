@@ -20,8 +20,10 @@ macro_rules! migrations {
     };
 }
 
-const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_setup", 2 "0002_engine");
-const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_setup", 2 "0002_engine");
+const SQLITE: &[Migration] =
+    migrations!("sqlite": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log");
+const POSTGRES: &[Migration] =
+    migrations!("postgres": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log");
 
 impl Store {
     /// Apply every migration not applied yet; returns the names applied now.

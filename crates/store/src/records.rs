@@ -170,13 +170,14 @@ pub struct PageView {
     pub title: Option<String>,
 }
 
-/// A call with its attribution.
+/// A call with its attribution and what was done with it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Call {
     pub id: String,
     pub site_id: String,
     pub provider: String,
     pub provider_call_id: String,
+    pub connection_id: Option<String>,
     /// The tracking number called (E.164).
     pub tracking_number: String,
     pub number_id: Option<String>,
@@ -186,9 +187,25 @@ pub struct Call {
     pub caller: String,
     #[schema(value_type = String, format = DateTime)]
     pub started_at: jiff::Timestamp,
-    /// `answered` or `missed`.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub answered_at: Option<jiff::Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub ended_at: Option<jiff::Timestamp>,
+    /// ringing | in_progress | answered | missed | busy | failed | voicemail
     pub status: String,
+    /// Seconds from the first ring to the answer (or to the end of a missed call).
+    pub wait_seconds: i64,
     pub talk_seconds: i64,
+    /// Who answered: an extension or phone.
+    pub agent: Option<String>,
+    /// The agent's name, when the site maps that extension.
+    pub agent_name: Option<String>,
+    /// The recording at the provider.
+    pub recording_url: Option<String>,
+    /// Whether calltrail keeps a copy (`GET /api/v1/calls/{id}/recording`).
+    pub has_recording: bool,
+    /// No call from this caller to the site within its repeat window before.
+    pub first_time: bool,
     /// static | dynamic | dynamic_late | caller_history | track_code | fallback | unmatched
     pub method: String,
     /// 0..1: how sure the attribution is.
@@ -201,6 +218,23 @@ pub struct Call {
     pub campaign: Option<String>,
     pub keyword: Option<String>,
     pub landing_url: Option<String>,
+    /// target | service | non_target | spam | unset
+    pub category: String,
+    pub tags: Vec<String>,
+    /// Deal value in the account's currency (kept in minor units, shown with 2 decimals).
+    #[serde(serialize_with = "minor_as_major")]
+    #[schema(value_type = Option<f64>)]
+    pub deal_value: Option<i64>,
+    pub comment: Option<String>,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: jiff::Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: jiff::Timestamp,
+}
+
+fn minor_as_major<S: serde::Serializer>(v: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(m) => s.serialize_f64(*m as f64 / 100.0),
+        None => s.serialize_none(),
+    }
 }

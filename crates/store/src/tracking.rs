@@ -7,7 +7,8 @@ use calltrail_core::rules::{self, Rule, RuleAction, RuleMatch, Subject};
 use calltrail_core::traffic::{self, Touch};
 use calltrail_core::{Domain, ExhaustionPolicy, NumberKind};
 
-use crate::engine::{NewCall, NewPage, NewSession, PoolTarget, Shown, Target};
+use crate::calls::{Attribution, CallEvent, CallEventKind};
+use crate::engine::{NewPage, NewSession, PoolTarget, Shown, Target};
 use crate::{Call, Result, Site, Store, StoreError};
 
 /// Everything the engine needs to know about a site, loaded once and cached by the server.
@@ -272,86 +273,104 @@ impl Store {
             .await
     }
 
-    /// Attribute and store a call. Never rejects one: a call to an unknown number is
-    /// stored as unmatched. A repeat of a provider call id returns the stored call.
+    /// Attribute and store a complete call (test calls, the demo, the simulator). Never
+    /// rejects one: a call to an unknown number is stored as unmatched. A repeat of a
+    /// provider call id returns the stored call.
     pub async fn ingest_call(&self, c: &CallInput) -> Result<(Call, bool)> {
+        let a = self.attribute(&c.site_id, &c.to, &c.from, c.at).await?;
+        let answered_at = c.answered.then_some(c.at + 5_000);
+        let ended_at = answered_at.map_or(c.at + 30_000, |t| t + c.talk_seconds.max(0) * 1000);
+        let e = CallEvent {
+            account_id: c.account_id.clone(),
+            site_id: c.site_id.clone(),
+            connection_id: None,
+            provider: c.provider.clone(),
+            provider_call_id: c.provider_call_id.clone(),
+            kind: CallEventKind::Ended,
+            from: Some(c.from.clone()),
+            to: Some(c.to.clone()),
+            started_at: Some(c.at),
+            answered_at,
+            ended_at: Some(ended_at),
+            status: Some(if c.answered { "answered" } else { "missed" }.to_owned()),
+            agent: None,
+            recording_url: None,
+            raw: String::new(),
+            received_at: ended_at,
+        };
+        self.apply_call_event(&e, Some(&a)).await
+    }
+
+    /// Attribute a call to number `to` from `from` at `at` (DESIGN.md §4).
+    pub async fn attribute(
+        &self,
+        site_id: &str,
+        to: &str,
+        from: &str,
+        at: Millis,
+    ) -> Result<Attribution> {
         let owner = self
-            .number_owner(&c.to)
+            .number_owner(to)
             .await?
-            .filter(|o| o.site_id == c.site_id);
+            .filter(|o| o.site_id == site_id);
         let kind: Option<NumberKind> = owner.as_ref().and_then(|o| o.kind.parse().ok());
         let (leases, callers) = match (&owner, kind) {
             (Some(o), Some(NumberKind::Pool)) => (
-                self.leases_before(&o.number_id, c.at).await?,
-                if c.from == "hidden" {
+                self.leases_before(&o.number_id, at).await?,
+                if from == "hidden" {
                     Vec::new()
                 } else {
-                    self.caller_visitors(&c.site_id, &c.from, c.at).await?
+                    self.caller_visitors(site_id, from, at).await?
                 },
             ),
             _ => (Vec::new(), Vec::new()),
         };
         let m = engine::match_call(&CallFacts {
             kind,
-            at: c.at,
+            at,
             leases: &leases,
             caller_visitors: &callers,
         });
-        let session = match &m.lease_id {
-            Some(lid) => match leases.iter().find(|l| &l.id == lid) {
-                Some(l) => match self.get_session(&c.site_id, &l.session_id).await {
-                    Ok(s) => Some(s),
-                    Err(StoreError::NotFound(_)) => None,
-                    Err(e) => return Err(e),
-                },
-                None => None,
+        let session = match m
+            .lease_id
+            .as_ref()
+            .and_then(|lid| leases.iter().find(|l| &l.id == lid))
+        {
+            Some(l) => match self.get_session(site_id, &l.session_id).await {
+                Ok(s) => Some(s),
+                Err(StoreError::NotFound(_)) => None,
+                Err(e) => return Err(e),
             },
             None => None,
         };
+        let static_source = owner.as_ref().and_then(|o| o.source.clone());
         let (channel, source) = match (&session, m.method) {
             (Some(s), _) => (s.channel.clone(), s.source.clone()),
-            (None, MatchMethod::Static) => (
-                "offline".to_owned(),
-                owner
-                    .as_ref()
-                    .and_then(|o| o.source.clone())
-                    .unwrap_or_else(|| "offline".into()),
-            ),
+            (None, MatchMethod::Static) => {
+                let src = static_source.unwrap_or_else(|| "offline".into());
+                let channel = self
+                    .source_channel(site_id, &src)
+                    .await?
+                    .unwrap_or_else(|| "offline".into());
+                (channel, src)
+            }
             _ => ("unknown".to_owned(), "(unknown)".to_owned()),
         };
-        let static_channel = match (
-            &session,
-            m.method,
-            owner.as_ref().and_then(|o| o.source.as_deref()),
-        ) {
-            (None, MatchMethod::Static, Some(src)) => self.source_channel(&c.site_id, src).await?,
-            _ => None,
-        };
-        let call = NewCall {
-            account_id: c.account_id.clone(),
-            site_id: c.site_id.clone(),
-            provider: c.provider.clone(),
-            provider_call_id: c.provider_call_id.clone(),
-            tracking_number: c.to.clone(),
+        Ok(Attribution {
             number_id: owner.as_ref().map(|o| o.number_id.clone()),
             number_kind: owner.as_ref().map(|o| o.kind.clone()),
-            caller: c.from.clone(),
-            started_at: c.at,
-            status: if c.answered { "answered" } else { "missed" }.to_owned(),
-            talk_seconds: if c.answered { c.talk_seconds.max(0) } else { 0 },
             method: m.method.as_str().to_owned(),
             confidence: m.confidence,
             lease_id: m.lease_id.clone(),
             session_id: session.as_ref().map(|s| s.id.clone()),
             visitor_id: session.as_ref().map(|s| s.visitor_id.clone()),
-            channel: static_channel.unwrap_or(channel),
+            channel,
             source,
             medium: session.as_ref().map(|s| s.medium.clone()),
             campaign: session.as_ref().and_then(|s| s.campaign.clone()),
             keyword: session.as_ref().and_then(|s| s.keyword.clone()),
             landing_url: session.as_ref().map(|s| s.landing_url.clone()),
-        };
-        self.record_call(&call).await
+        })
     }
 
     /// The channel a named source of a site reports under, if the site defines it.

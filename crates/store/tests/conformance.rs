@@ -354,7 +354,7 @@ conformance! {
         let (again, created) = store.ingest_call(&call(&acc, &ctx, "c1", &n, "+79160000001", T0 + 2 * MINUTE)).await.unwrap();
         assert!(!created);
         assert_eq!(again.id, c.id);
-        assert_eq!(store.list_calls(&acc, None, None, 50).await.unwrap().items.len(), 1);
+        assert_eq!(store.list_calls(&acc, &calltrail_store::calls::CallFilter::default(), None, 50).await.unwrap().items.len(), 1);
         // Static, fallback and an unknown number.
         let (s, _) = store.ingest_call(&call(&acc, &ctx, "c2", "+74952000098", "hidden", T0)).await.unwrap();
         assert_eq!((s.method.as_str(), s.source.as_str(), s.confidence), ("static", "avito", 1.0));

@@ -171,7 +171,15 @@ async fn run(db: &TestDb, ops: &[Op], policy: &str) {
     }
     // Exactly once per provider call id.
     let stored = store
-        .list_calls(&acc.id, Some(&site.id), None, 500)
+        .list_calls(
+            &acc.id,
+            &calltrail_store::calls::CallFilter {
+                site_id: Some(site.id.clone()),
+                ..Default::default()
+            },
+            None,
+            500,
+        )
         .await
         .unwrap()
         .items;

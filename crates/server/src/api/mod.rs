@@ -104,7 +104,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         ))
         .routes(routes!(calls::test_call))
         .routes(routes!(calls::list_calls))
-        .routes(routes!(calls::get_call))
+        .routes(routes!(calls::get_call, calls::update_call))
         .routes(routes!(calls::attribute_by_code))
         .split_for_parts();
     let doc = std::sync::Arc::new(doc);
