@@ -119,8 +119,8 @@ impl Config {
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes: must be at least 1024");
         }
-        if !(5..=600).contains(&self.ping_s) {
-            bail!("ping_s: must be between 5 and 600 seconds");
+        if !(1..=600).contains(&self.ping_s) {
+            bail!("ping_s: must be between 1 and 600 seconds");
         }
         if self.request_timeout_secs == 0 {
             bail!("request_timeout_secs: must be at least 1");

@@ -28,7 +28,7 @@ use crate::AppState;
 pub const CT_JS: &str = include_str!("../../../snippet/ct.js");
 
 /// Largest body a tracking call may send.
-pub const MAX_TRACKING_BODY: usize = 8 * 1024;
+pub const MAX_TRACKING_BODY: usize = 16 * 1024;
 /// How long a tracking call may wait on the database before answering 503.
 const STORE_DEADLINE: Duration = Duration::from_millis(1500);
 /// How long a site's engine context is cached.
@@ -272,6 +272,18 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     parse_json(body)
 }
 
+/// At most `max` bytes of `s`, cut on a character boundary.
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
 fn check_len(field: &str, v: Option<&str>, max: usize) -> Result<(), ApiError> {
     match v {
         Some(s) if s.len() > max => {
@@ -323,16 +335,18 @@ async fn visit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Tracked, ApiError> {
-    let b: VisitBody = parse_body(&body)?;
-    if b.url.len() > 4096 || host_of(&b.url).is_none() {
+    let mut b: VisitBody = parse_body(&body)?;
+    if host_of(&b.url).is_none() {
         return Err(calltrail_core::Invalid::field(
             "url",
-            "must be the page's absolute http(s) URL, at most 4096 characters",
+            "must be the page's absolute http(s) URL",
         )
         .into());
     }
-    check_len("referrer", b.referrer.as_deref(), 4096)?;
-    check_len("title", b.title.as_deref(), 1000)?;
+    // Long page data is cut, not refused: the visitor must still get a number.
+    b.url = cut(b.url, 4096);
+    b.referrer = b.referrer.map(|r| cut(r, 4096));
+    b.title = b.title.map(|t| cut(t, 1000));
     for (f, v) in [
         ("ga_client_id", &b.ga_client_id),
         ("ym_client_id", &b.ym_client_id),
@@ -384,9 +398,9 @@ async fn continue_call(
     let Some(session_id) = clean_id(Some(&b.session_id)) else {
         return Err(calltrail_core::Invalid::field("session_id", "malformed session id").into());
     };
-    check_len("url", b.url.as_deref(), 4096)?;
-    check_len("title", b.title.as_deref(), 1000)?;
-    let (ctx, origin) = site_for(st, &b.site_key, headers, b.url.as_deref()).await?;
+    let url = b.url.map(|u| cut(u, 4096));
+    let title = b.title.map(|t| cut(t, 1000));
+    let (ctx, origin) = site_for(st, &b.site_key, headers, url.as_deref()).await?;
     let now = now_ms();
     let shown = if page {
         let kind = b.kind.as_deref().unwrap_or("pageview");
@@ -395,7 +409,7 @@ async fn continue_call(
                 calltrail_core::Invalid::field("type", "1-40 characters, e.g. pageview").into(),
             );
         }
-        let Some(url) = b.url.filter(|u| host_of(u).is_some()) else {
+        let Some(url) = url.filter(|u| host_of(u).is_some()) else {
             return Err(calltrail_core::Invalid::field(
                 "url",
                 "an event needs the page's absolute URL",
@@ -405,7 +419,7 @@ async fn continue_call(
         let p = NewPage {
             kind: kind.to_owned(),
             url,
-            title: b.title,
+            title,
         };
         with_deadline(st.store.event(&ctx, &session_id, &p, now)).await?
     } else {

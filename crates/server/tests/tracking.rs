@@ -221,7 +221,7 @@ async fn bad_tracking_input_is_refused_and_allocates_nothing() {
             &visit_body(key, &json!({"referrer": "x".repeat(20_000)})),
         )
         .await;
-        assert_eq!(s, 413, "a body over 8 KB");
+        assert_eq!(s, 413, "a body over 16 KB");
         let (s, _, _) = post(
             &srv,
             "/t/v1/ping",
@@ -350,6 +350,12 @@ async fn rules_choose_what_a_session_sees_and_the_script_is_served() {
         assert_eq!(v["numbers"], json!([]));
         let (_, _, v) = post(&srv, "/t/v1/visit", Some(ORIGIN), &visit_body(key, &json!({}))).await;
         assert!(v["numbers"][0]["number"].as_str().unwrap().starts_with("+7495200000"));
+
+        // Long page data is cut, not refused: the visitor still gets a number.
+        let long = json!({"title": "Диваны ".repeat(400), "referrer": format!("https://ya.ru/?q={}", "x".repeat(5000))});
+        let (s, _, v) = post(&srv, "/t/v1/visit", Some(ORIGIN), &visit_body(key, &long)).await;
+        assert_eq!(s, 200, "{v}");
+        assert!(v["numbers"][0]["number"].is_string());
 
         let res = srv.http.get(srv.url("/t/ct.js")).send().await.unwrap();
         assert_eq!(res.status(), 200);

@@ -4,6 +4,8 @@
 //! A call event is applied in one transaction that also keeps the raw webhook and writes
 //! an outbox event, so an acknowledged webhook is durable and no integration misses it.
 
+use std::fmt::Write as _;
+
 use calltrail_core::engine::Millis;
 use calltrail_core::Invalid;
 use serde::{Deserialize, Serialize};
@@ -282,6 +284,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let now = crate::now().as_millisecond();
+        #[allow(clippy::single_match_else)]
         let (id, created) = match existing {
             Some(r) => {
                 let id: String = r.try_get("id")?;
@@ -480,10 +483,11 @@ impl Store {
             return Err(Invalid::field("cursor", "not a cursor from a previous page").into());
         }
         let dir = if f.oldest_first { "ASC" } else { "DESC" };
-        sql.push_str(&format!(
+        let _ = write!(
+            sql,
             " ORDER BY c.started_at {dir}, c.id {dir} LIMIT {}",
             i64::from(limit) + 1
-        ));
+        );
         let mut q = sqlx::query(&sql);
         for b in binds {
             q = match b {

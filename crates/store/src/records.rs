@@ -232,6 +232,7 @@ pub struct Call {
     pub updated_at: jiff::Timestamp,
 }
 
+#[allow(clippy::ref_option)] // serde's `serialize_with` passes `&Option<T>`
 fn minor_as_major<S: serde::Serializer>(v: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
     match v {
         Some(m) => s.serialize_f64(*m as f64 / 100.0),
