@@ -5,6 +5,7 @@ pub mod api;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod hooks;
 pub mod metrics;
 pub mod tracking;
 
@@ -101,6 +102,7 @@ pub fn app(state: AppState) -> Router {
         .route("/demo/{*rest}", get(demo::page))
         .merge(api::router(state.clone()))
         .merge(tracking::router())
+        .merge(hooks::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -384,6 +384,17 @@ impl Store {
         Ok((call, created))
     }
 
+    /// Whether a call with this provider id is stored.
+    pub async fn call_exists(&self, provider: &str, provider_call_id: &str) -> Result<bool> {
+        let r =
+            sqlx::query("SELECT 1 AS x FROM calls WHERE provider = $1 AND provider_call_id = $2")
+                .bind(provider)
+                .bind(provider_call_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(r.is_some())
+    }
+
     async fn called_before(
         &self,
         tx: &mut Transaction<'static, Any>,

@@ -4,6 +4,8 @@
 //! the in-process writer lock, PostgreSQL through `SELECT ... FOR UPDATE` on the pool row,
 //! so two calltrail nodes sharing a database never lease one number twice.
 
+use std::fmt::Write as _;
+
 use calltrail_core::engine::{self, Allocation, Lease, Millis, Requester, Slot};
 use calltrail_core::ExhaustionPolicy;
 use rand::Rng;
@@ -176,6 +178,8 @@ struct Live {
     track_code: String,
     pool_id: Option<String>,
     number_id: Option<String>,
+    /// The E.164 form of `number_id`, read with the session.
+    number: Option<String>,
     lease_id: Option<String>,
 }
 
@@ -248,6 +252,7 @@ impl Store {
             track_code: code,
             pool_id: None,
             number_id: None,
+            number: None,
             lease_id: None,
         };
         let mut shown = self
@@ -294,9 +299,10 @@ impl Store {
             track_code: row.try_get("track_code")?,
             pool_id: row.try_get("pool_id")?,
             number_id: row.try_get("number_id")?,
+            number: row.try_get("number")?,
             lease_id: row.try_get("lease_id")?,
         };
-        let shown_number: Option<String> = row.try_get("number")?;
+        let shown_number = live.number.clone();
         let kind: Option<String> = row.try_get("kind")?;
         let counted = i64::from(page.is_some());
         sqlx::query(
@@ -376,14 +382,7 @@ impl Store {
                     .await?
                     .rows_affected();
                     if hit == 1 {
-                        let number: Option<String> =
-                            sqlx::query("SELECT number FROM tracking_numbers WHERE id = $1")
-                                .bind(s.number_id.clone())
-                                .fetch_optional(&mut **tx)
-                                .await?
-                                .map(|r| r.try_get("number"))
-                                .transpose()?;
-                        shown.number = number;
+                        shown.number.clone_from(&s.number);
                         shown.allocation = s.number_id.clone().map(|number_id| Allocation::Keep {
                             number_id,
                             lease_id: lease_id.clone(),
@@ -414,25 +413,6 @@ impl Store {
                 .execute(&mut **tx)
                 .await?;
         }
-        let rows = sqlx::query(&format!(
-            "SELECT n.id AS number_id, n.number, {LEASE_COLS} FROM tracking_numbers n \
-             LEFT JOIN number_state st ON st.number_id = n.id \
-             LEFT JOIN leases l ON l.id = st.lease_id \
-             WHERE n.pool_id = $1 AND n.kind = 'pool'"
-        ))
-        .bind(&pool.pool_id)
-        .fetch_all(&mut **tx)
-        .await?;
-        let mut slots = Vec::with_capacity(rows.len());
-        let mut numbers = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let number_id: String = r.try_get("number_id")?;
-            numbers.push((number_id.clone(), r.try_get::<String, _>("number")?));
-            slots.push(Slot {
-                number_id,
-                latest: lease_row(r)?,
-            });
-        }
         let held_before: Vec<String> = sqlx::query(
             "SELECT number_id FROM leases WHERE site_id = $1 AND visitor_id = $2 AND pool_id = $3 \
              ORDER BY leased_at DESC LIMIT 5",
@@ -445,6 +425,51 @@ impl Store {
         .iter()
         .map(|r| r.try_get("number_id"))
         .collect::<Result<_, _>>()?;
+        // `engine::allocate` over the whole pool decides as it does over the only slots it
+        // can pick: the session's own, those held before, and the free one idle the longest
+        // (chosen here in SQL, same order: never used first, then `last_activity`, then id).
+        // Reading every number each visit made a visit cost grow with the pool. Reuse
+        // compares the live leases, so it still reads them all.
+        let mut sql = format!(
+            "SELECT n.id AS number_id, n.number, {LEASE_COLS} FROM tracking_numbers n \
+             LEFT JOIN number_state st ON st.number_id = n.id \
+             LEFT JOIN leases l ON l.id = st.lease_id \
+             WHERE n.pool_id = $1 AND n.kind = 'pool'"
+        );
+        let narrow = pool.policy != ExhaustionPolicy::Reuse;
+        if narrow {
+            sql.push_str(
+                " AND (l.session_id = $2 OR n.id = (SELECT n2.id FROM tracking_numbers n2 \
+                 LEFT JOIN number_state st2 ON st2.number_id = n2.id \
+                 LEFT JOIN leases l2 ON l2.id = st2.lease_id \
+                 WHERE n2.pool_id = $1 AND n2.kind = 'pool' AND (l2.id IS NULL OR $3 > CASE \
+                 WHEN l2.ended_at IS NOT NULL AND l2.ended_at < l2.hold_until THEN l2.ended_at \
+                 ELSE l2.hold_until END) \
+                 ORDER BY CASE WHEN l2.id IS NULL THEN 0 ELSE 1 END, l2.last_activity, n2.id LIMIT 1)",
+            );
+            for i in 0..held_before.len() {
+                let _ = write!(sql, " OR n.id = ${}", i + 4);
+            }
+            sql.push(')');
+        }
+        let mut q = sqlx::query(&sql).bind(&pool.pool_id);
+        if narrow {
+            q = q.bind(&s.id).bind(now);
+            for h in &held_before {
+                q = q.bind(h);
+            }
+        }
+        let rows = q.fetch_all(&mut **tx).await?;
+        let mut slots = Vec::with_capacity(rows.len());
+        let mut numbers = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let number_id: String = r.try_get("number_id")?;
+            numbers.push((number_id.clone(), r.try_get::<String, _>("number")?));
+            slots.push(Slot {
+                number_id,
+                latest: lease_row(r)?,
+            });
+        }
         let req = Requester {
             session_id: &s.id,
             visitor_id: &s.visitor_id,

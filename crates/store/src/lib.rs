@@ -11,6 +11,7 @@ pub mod engine;
 mod migrate;
 mod records;
 pub mod setup;
+pub mod telephony;
 pub mod testing;
 pub mod tracking;
 

@@ -16,6 +16,11 @@ use crate::{
 /// Longest page a list returns.
 pub const MAX_PAGE: u32 = 500;
 
+/// A random URL-safe token of `bytes` random bytes (hex).
+pub fn random_token(bytes: usize) -> String {
+    random_hex(bytes)
+}
+
 fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::thread_rng().fill_bytes(&mut b);
@@ -371,6 +376,9 @@ impl Store {
             .await?;
         // Children first: numbers reference pools.
         for table in [
+            "outbox",
+            "agents",
+            "telephony_connections",
             "calls",
             "exhaustions",
             "leases",

@@ -4,6 +4,7 @@ mod calls;
 mod children;
 mod rules;
 mod sites;
+pub mod telephony;
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -106,6 +107,13 @@ pub fn router(state: AppState) -> Router<AppState> {
         .routes(routes!(calls::list_calls))
         .routes(routes!(calls::get_call, calls::update_call))
         .routes(routes!(calls::attribute_by_code))
+        .routes(routes!(
+            telephony::create_connection,
+            telephony::list_connections
+        ))
+        .routes(routes!(telephony::delete_connection))
+        .routes(routes!(telephony::create_agent, telephony::list_agents))
+        .routes(routes!(telephony::delete_agent))
         .split_for_parts();
     let doc = std::sync::Arc::new(doc);
     router
