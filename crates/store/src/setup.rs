@@ -295,6 +295,15 @@ impl Store {
         site_row(&r)
     }
 
+    /// A site by id, whatever its account (for the operator's command line).
+    pub async fn site_by_id(&self, site_id: &str) -> Result<Option<Site>> {
+        let r = sqlx::query(&format!("SELECT {SITE_COLS} FROM sites WHERE id = $1"))
+            .bind(site_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(site_row).transpose()
+    }
+
     /// The site a snippet's public key names (no account scope: the key is the scope).
     pub async fn site_by_public_key(&self, key: &str) -> Result<Option<Site>> {
         let r = sqlx::query(&format!(
