@@ -14,6 +14,7 @@ export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
  * The default site prints a Moscow number; a visitor's number replaces it. The pool
  * has one number, so which number a visitor gets does not depend on the server's
  * allocation order; tests with several visitors on one site pass their own pool.
+ * The server tells the script to ping every second (CALLTRAIL_PING_S=1).
  */
 export const MOSCOW = '+74951234567';
 export const FREEPHONE = '+78005553535';
@@ -21,11 +22,21 @@ export const defaultSite = (over = {}) => ({
   domains: ['127.0.0.1', 'shop.test', 'shop.co.uk'],
   site_numbers: [MOSCOW],
   pool: ['+74957654321'],
-  ping_s: 30,
   ...over,
 });
 
-export async function setup() {
+/**
+ * calltrail keeps the site's own number for bots and headless browsers, and headless
+ * Chromium says "HeadlessChrome" in its user agent: contexts that expect a swap use
+ * the same browser's desktop user agent (see desktopUserAgent()).
+ */
+export function desktopUserAgent(browser) {
+  const major = browser.version().split('.')[0];
+  return `Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/${major}.0.0.0 Safari/537.36`;
+}
+
+/** @param {{demo?: boolean}} [opts] passed to startCalltrail() */
+export async function setup(opts = {}) {
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: [
@@ -37,12 +48,24 @@ export async function setup() {
       '--host-resolver-rules=MAP *.test 127.0.0.1, MAP *.shop.co.uk 127.0.0.1',
     ],
   });
-  const ct = await startCalltrail();
+  let ct;
+  try {
+    ct = await startCalltrail(opts);
+  } catch (e) {
+    await browser.close();
+    throw e;
+  }
   const site = await startSite(ct.baseUrl);
+  const userAgent = desktopUserAgent(browser);
   return {
     browser,
     ct,
     site,
+    userAgent,
+    /** A browser context of a person's desktop Chrome (not headless, as calltrail sees it). */
+    newContext(o = {}) {
+      return browser.newContext({ userAgent, ...o });
+    },
     /** A new site on the calltrail server; returns its key. */
     async newSite(over) {
       return (await ct.createSite(defaultSite(over))).key;

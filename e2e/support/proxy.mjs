@@ -1,17 +1,37 @@
 // A recording, fault-injecting HTTP proxy in front of a calltrail server (the
-// stand-in or the real binary). The browser talks to the proxy only, so the
-// tests see exactly what the script sent, and can make the tracking API slow
-// or dead without touching the server behind it.
+// real binary, or the Node stand-in). The browser talks to the proxy only, so
+// the tests see exactly what the script sent and what the server answered, and
+// can make the tracking API slow, dead, failing or "session gone" without
+// touching the server behind it.
 import http from 'node:http';
 
 /**
- * @param {string} upstream base URL of the server, e.g. http://127.0.0.1:8790
+ * A fault for /t/v1/* requests:
+ *   mode      'ok' (forward), 'dead' (drop the connection), 'error' (answer 500),
+ *             'gone' (answer 410 like a server whose session ran out: the real
+ *             server's answer, minus the wait of its 30-minute session timeout)
+ *   delay_ms  wait this long before doing the above
+ *   only      just this path, e.g. '/t/v1/visit'
+ *   times     apply to this many requests only, then stop matching
+ * @typedef {{mode?: 'ok'|'dead'|'error'|'gone', delay_ms?: number, only?: string, times?: number}} Fault
+ */
+
+/**
+ * @param {string} [upstream] base URL of the server, e.g. http://127.0.0.1:8790; may be
+ *   set later with setUpstream() (the real server is told the proxy's URL on start).
  */
 export async function startProxy(upstream) {
-  const target = new URL(upstream);
-  const log = []; // every request: {method, path, origin, contentType, body, at}
-  let fault = { mode: 'ok', delay_ms: 0 };
+  let target = upstream ? new URL(upstream) : null;
+  // every request: {method, path, origin, contentType, cookie, userAgent, body, at,
+  // status, answer} (status and answer once the response is complete; /t/v1/* only)
+  const log = [];
+  /** @type {Fault[]} */
+  let faults = [];
+  let held = null; // a promise /t/v1/* requests wait on before going upstream
+  let inflight = 0; // /t/v1/* requests upstream now
   const sockets = new Set();
+
+  const cors = (req) => (req.headers.origin ? { 'Access-Control-Allow-Origin': req.headers.origin, Vary: 'Origin' } : {});
 
   const server = http.createServer((req, res) => {
     const chunks = [];
@@ -25,29 +45,48 @@ export async function startProxy(upstream) {
       } catch {
         body = raw.toString('utf8');
       }
-      log.push({
+      const entry = {
         method: req.method,
         path,
         origin: req.headers.origin ?? null,
         contentType: req.headers['content-type'] ?? null,
         cookie: req.headers.cookie ?? null,
+        userAgent: req.headers['user-agent'] ?? null,
         body,
         at: Date.now(),
-      });
-      const api = path.startsWith('/t/v1/') && (!fault.only || fault.only === path);
-      if (api && fault.delay_ms) await new Promise((r) => setTimeout(r, fault.delay_ms));
-      if (api && fault.mode === 'dead') {
+        status: null,
+        answer: undefined,
+      };
+      log.push(entry);
+      const api = path.startsWith('/t/v1/');
+      const fault = api ? faults.find((f) => (!f.only || f.only === path) && f.times !== 0) : undefined;
+      if (fault && fault.times > 0) fault.times--;
+      if (fault?.delay_ms) await new Promise((r) => setTimeout(r, fault.delay_ms));
+      if (fault?.mode === 'dead') {
         req.socket.destroy();
         return;
       }
-      if (api && fault.mode === 'error') {
-        res.writeHead(500, {
-          'Content-Type': 'application/json',
-          ...(req.headers.origin && { 'Access-Control-Allow-Origin': req.headers.origin }),
-        });
-        res.end('{"error":"injected"}');
+      if (fault?.mode === 'error' || fault?.mode === 'gone') {
+        const [status, answer] =
+          fault.mode === 'error' ? [500, { error: 'injected' }] : [410, { error: 'session expired; send a new visit' }];
+        entry.status = status;
+        entry.answer = answer;
+        res.writeHead(status, { 'Content-Type': 'application/json', ...cors(req) });
+        res.end(JSON.stringify(answer));
         return;
       }
+      while (api && held) await held;
+      if (!target) {
+        res.writeHead(502, { 'Content-Type': 'text/plain' });
+        res.end('proxy: no upstream yet');
+        return;
+      }
+      if (api) inflight++;
+      let done = false;
+      const finish = () => {
+        if (api && !done) inflight--;
+        done = true;
+      };
       const up = http.request(
         {
           host: target.hostname,
@@ -58,10 +97,34 @@ export async function startProxy(upstream) {
         },
         (ur) => {
           res.writeHead(ur.statusCode, ur.headers);
-          ur.pipe(res);
+          ur.on('close', finish);
+          if (!api) {
+            entry.status = ur.statusCode;
+            ur.pipe(res);
+            return;
+          }
+          const got = [];
+          ur.on('data', (c) => {
+            got.push(c);
+            res.write(c);
+          });
+          ur.on('end', () => {
+            const t = Buffer.concat(got).toString('utf8');
+            try {
+              entry.answer = t ? JSON.parse(t) : null;
+            } catch {
+              entry.answer = t;
+            }
+            entry.status = ur.statusCode; // with the answer, both at once
+            res.end();
+            finish();
+          });
         },
       );
-      up.on('error', () => req.socket.destroy());
+      up.on('error', () => {
+        finish();
+        req.socket.destroy();
+      });
       up.end(raw);
     });
   });
@@ -74,12 +137,32 @@ export async function startProxy(upstream) {
   return {
     baseUrl: `http://127.0.0.1:${server.address().port}`,
     log,
+    setUpstream(url) {
+      target = new URL(url);
+    },
     /**
-     * {mode: 'ok' | 'dead' | 'error', delay_ms, only?} for /t/v1/* (or just the path
-     * `only`, e.g. '/t/v1/visit'); ct.js is always served.
+     * One fault or a list (the first that matches a request applies); {mode: 'ok'} or
+     * [] clears. /t/v1/* only: ct.js and everything else always pass.
+     * @param {Fault | Fault[]} f
      */
     setFault(f) {
-      fault = { mode: 'ok', delay_ms: 0, ...f };
+      faults = (Array.isArray(f) ? f : [f]).map((x) => ({ mode: 'ok', delay_ms: 0, ...x })).filter((x) => x.mode !== 'ok' || x.delay_ms);
+    },
+    /**
+     * Runs fn() while /t/v1/* requests wait at the proxy (they go on afterwards), so a
+     * setup change made of several API calls is seen by the script all at once.
+     */
+    async holding(fn) {
+      let release;
+      held = new Promise((r) => (release = r));
+      // and those already upstream are answered first
+      while (inflight > 0) await new Promise((r) => setTimeout(r, 5));
+      try {
+        return await fn();
+      } finally {
+        held = null;
+        release();
+      }
     },
     stop() {
       for (const s of sockets) s.destroy();

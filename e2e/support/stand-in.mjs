@@ -1,5 +1,6 @@
-// A small Node stand-in for the calltrail server's public tracking API, used by
-// the browser tests until the real binary is wired into support/server.mjs.
+// A small Node stand-in for the calltrail server's public tracking API, for quick
+// local runs of the browser tests without a built `calltrail` binary (CI runs them
+// against the real binary: CALLTRAIL_BIN, see support/server.mjs).
 // It follows the wire contract in docs/snippet.md ("Wire contract") and nothing
 // more: GET /t/ct.js, POST /t/v1/visit, /t/v1/ping, /t/v1/event, CORS only for a
 // site's domains. Like the real server, a session leases one number of the site's
@@ -49,7 +50,7 @@ export async function startStandIn({ snippet }) {
   const sites = new Map(); // public key -> site
   const sessions = new Map(); // session id -> session
   const visitors = new Map(); // visitor id -> { key, sessionId }
-  let nextCode = 4821;
+  let nextCode = 48210;
 
   // A pool number is free when no other live session of the site holds it.
   function lease(site, session) {
@@ -63,7 +64,7 @@ export async function startStandIn({ snippet }) {
   }
 
   function numbersFor(site, session) {
-    if (session.forced) return session.forced;
+    if (session.bot) return [];
     const n = lease(site, session);
     // pool ran dry: no swap
     return n ? site.site_numbers.map((r) => ({ replaces: r, number: n, display: display(n) })) : [];
@@ -111,8 +112,10 @@ export async function startStandIn({ snippet }) {
         let session = sessions.get(body.session_id);
         if (!session || session.expired || session.visitorId !== vid || session.key !== site.key) {
           session = {
-            id: randomUUID(), key: site.key, visitorId: vid, lease: null, forced: null, expired: false,
+            id: randomUUID(), key: site.key, visitorId: vid, lease: null, expired: false,
             code: String(nextCode++), landing: body.url, referrer: body.referrer,
+            // like the real server: headless browsers keep the site's own number
+            bot: /HeadlessChrome|bot|crawl|spider/i.test(req.headers['user-agent'] ?? ''),
           };
           sessions.set(session.id, session);
         }
@@ -150,7 +153,7 @@ export async function startStandIn({ snippet }) {
 
   return {
     baseUrl,
-    /** @param {{domains: string[], site_numbers: string[], pool: string[], ping_s?: number}} spec */
+    /** @param {{domains: string[], site_numbers: string[], pool: string[]}} spec (ping_s: 1, like the real server in the tests) */
     createSite(spec) {
       const key = `pk_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
       const site = {
@@ -158,7 +161,7 @@ export async function startStandIn({ snippet }) {
         domains: spec.domains,
         site_numbers: spec.site_numbers,
         pool: spec.pool ?? [],
-        ping_s: spec.ping_s ?? 30,
+        ping_s: 1,
       };
       sites.set(key, site);
       return {
@@ -166,17 +169,15 @@ export async function startStandIn({ snippet }) {
         install_snippet: `<script async src="${baseUrl}/t/ct.js" data-site="${key}"></script>`,
       };
     },
-    /** Make the next ping/visit of a session answer this mapping instead of its lease. */
-    forceNumbers(sessionId, numbers) {
-      const s = sessions.get(sessionId);
-      if (!s) throw new Error(`no session ${sessionId}`);
-      s.forced = numbers;
+    /** A pool number is renamed (like PATCH .../numbers/{id} {number}): its leases go on with the new one. */
+    renumber(key, from, to) {
+      const site = sites.get(key);
+      site.pool = site.pool.map((n) => (n === from ? to : n));
+      for (const s of sessions.values()) if (s.key === key && s.lease === from) s.lease = to;
     },
-    /** End a session as if its hold ran out: its number is free, pings get 410. */
-    expireSession(sessionId) {
-      const s = sessions.get(sessionId);
-      if (!s) throw new Error(`no session ${sessionId}`);
-      s.expired = true;
+    /** The site's own numbers change (like PATCH /sites/{id} {site_numbers}). */
+    setSiteNumbers(key, list) {
+      sites.get(key).site_numbers = list;
     },
     stop() {
       server.closeAllConnections();

@@ -11,14 +11,14 @@ let env, key, page, context;
 const site = (site_numbers, pool) => env.ct.createSite({ domains: ['127.0.0.1'], site_numbers, pool });
 // Sites share the host 127.0.0.1 and so the id cookies: one browser context per site.
 async function formatsPage(k, c) {
-  const p = await open(c ?? (await env.browser.newContext()), env.site.url(k, 'formats.html'));
+  const p = await open(c ?? (await env.newContext()), env.site.url(k, 'formats.html'));
   await swapped(p);
   return p;
 }
 
 before(async () => {
   env = await setup();
-  context = await env.browser.newContext();
+  context = await env.newContext();
   key = (await site([MOSCOW], ['+74957654321'])).key;
   page = await formatsPage(key, context);
 });
@@ -86,9 +86,10 @@ test('another country: country code or trunk 0, same formatting', async () => {
 });
 
 test('a number of another country than the printed one is written whole, as display', async () => {
-  const p = await formatsPage((await site([UK], ['+74957654321'])).key);
+  // (not the first site's +74957654321: a tracking number serves one site only)
+  const p = await formatsPage((await site([UK], ['+74957654322'])).key);
   const [m] = await p.evaluate(() => window.calltrail.numbers());
-  assert.match(m.display, /495\D*765\D*43\D*21/);
+  assert.match(m.display, /495\D*765\D*43\D*22/);
   assert.equal(await text(p, '#uk1'), m.display);
   assert.equal(await text(p, '#uk2'), m.display);
   await p.context().close();
@@ -123,7 +124,7 @@ test('data-calltrail-number shows the display form; data-calltrail-code the trac
   // names a number that is not in the mapping: the visitor's (first) number
   assert.equal(await text(page, '#num2'), m.display);
   const code = await page.evaluate(() => window.calltrail.trackCode());
-  assert.match(code, /^\d{4}$/);
+  assert.match(code, /^\d{4,6}$/);
   assert.equal(await text(page, '#code'), code);
 });
 
@@ -173,7 +174,7 @@ test('a new number of another length: printed prefix kept, national part written
       pool: ['+493012345678'],
     })
   ).key;
-  const p = await open(await env.browser.newContext(), env.site.url(k, 'unequal.html'));
+  const p = await open(await env.newContext(), env.site.url(k, 'unequal.html'));
   await swapped(p);
   const [m] = await p.evaluate(() => window.calltrail.numbers());
   assert.equal(m.number, '+493012345678');

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod hooks;
 pub mod metrics;
+pub mod recordings;
 pub mod tracking;
 
 use std::future::Future;
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     pub ping_s: u32,
     /// The demo site's public key: serves the demo landing page at `/demo/`.
     pub demo_site_key: Option<String>,
+    /// Where recordings and other files are kept.
+    pub data_dir: std::path::PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +51,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             ping_s: 30,
             demo_site_key: None,
+            data_dir: std::path::PathBuf::from("./data"),
         }
     }
 }
@@ -59,6 +63,8 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub metrics: Arc<metrics::Metrics>,
     pub sites: Arc<tracking::SiteCache>,
+    /// Outbound HTTP (recordings, integrations).
+    pub http: reqwest::Client,
 }
 
 impl AppState {
@@ -68,6 +74,11 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::default(),
             sites: Arc::default(),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .user_agent(concat!("calltrail/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_default(),
         }
     }
 }

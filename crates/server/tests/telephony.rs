@@ -146,3 +146,90 @@ async fn bad_webhooks_store_nothing() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn recordings_are_fetched_kept_and_served_with_ranges() {
+    // A provider's media server: serves one recording.
+    let audio: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+    let served = audio.clone();
+    let media = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let media_addr = media.local_addr().unwrap();
+    tokio::spawn(async move {
+        let app = axum::Router::new().route(
+            "/rec/{name}",
+            axum::routing::get(move || {
+                let body = served.clone();
+                async move { ([("content-type", "audio/mpeg")], body) }
+            }),
+        );
+        axum::serve(media, app).await.unwrap();
+    });
+    each_backend(|srv: TestServer| {
+        let audio = audio.clone();
+        async move {
+            let (_, tok) = srv.account("A").await;
+            let (_, other) = srv.account("B").await;
+            let site = srv.create_site(&tok).await;
+            let sid = site["id"].as_str().unwrap();
+            let (_, conn) = srv.call("POST", &format!("/api/v1/sites/{sid}/telephony"), &tok, Some(json!({"provider": "generic", "secret": "k"}))).await;
+            let url = conn["webhook_url"].as_str().unwrap().to_owned();
+            let (_, v) = hook(&srv, &url, "k", &json!({"event": "call.ended", "call_id": "r1", "from": "+79160000000", "to": "+74951234567"})).await;
+            let id = v["call_id"].as_str().unwrap().to_owned();
+            let (s, _) = hook(&srv, &url, "k", &json!({"event": "call.recording", "call_id": "r1", "recording_url": format!("http://{media_addr}/rec/r1")})).await;
+            assert_eq!(s, 200);
+            // The fetch runs in the background: wait for it.
+            let mut kept = false;
+            for _ in 0..100 {
+                let (_, c) = srv.call("GET", &format!("/api/v1/calls/{id}"), &tok, None).await;
+                if c["has_recording"] == true {
+                    kept = true;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            assert!(kept, "the recording was not fetched");
+            let r = srv.http.get(srv.url(&format!("/api/v1/calls/{id}/recording"))).bearer_auth(&tok).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["content-type"], "audio/mpeg");
+            assert_eq!(r.bytes().await.unwrap().as_ref(), audio.as_slice());
+            let r = srv.http.get(srv.url(&format!("/api/v1/calls/{id}/recording"))).bearer_auth(&tok).header("range", "bytes=100-199").send().await.unwrap();
+            assert_eq!(r.status(), 206);
+            assert_eq!(r.headers()["content-range"], "bytes 100-199/4000");
+            assert_eq!(r.bytes().await.unwrap().as_ref(), &audio[100..200]);
+            // Only the account's users.
+            let r = srv.http.get(srv.url(&format!("/api/v1/calls/{id}/recording"))).send().await.unwrap();
+            assert_eq!(r.status(), 401);
+            let r = srv.http.get(srv.url(&format!("/api/v1/calls/{id}/recording"))).bearer_auth(&other).send().await.unwrap();
+            assert_eq!(r.status(), 404);
+
+            // The generic adapter can upload a recording instead.
+            let (_, v) = hook(&srv, &url, "k", &json!({"event": "call.ended", "call_id": "r2", "from": "+79160000000", "to": "+74951234567"})).await;
+            let id2 = v["call_id"].as_str().unwrap().to_owned();
+            let bytes = b"RIFF....WAVEfmt fake".to_vec();
+            let up = srv.http.post(format!("{url}/recording?call_id=r2")).header("content-type", "audio/wav").header(SIGNATURE_HEADER, sign("k", &bytes)).body(bytes.clone()).send().await.unwrap();
+            assert_eq!(up.status(), 200);
+            let bad = srv.http.post(format!("{url}/recording?call_id=r2")).header("content-type", "audio/wav").header(SIGNATURE_HEADER, sign("wrong", &bytes)).body(bytes.clone()).send().await.unwrap();
+            assert_eq!(bad.status(), 401);
+            let r = srv.http.get(srv.url(&format!("/api/v1/calls/{id2}/recording"))).bearer_auth(&tok).send().await.unwrap();
+            assert_eq!(r.bytes().await.unwrap().as_ref(), bytes.as_slice());
+
+            // Retention: a 1-day retention removes recordings of calls older than a day.
+            let (s, a) = srv.call("PATCH", "/api/v1/account", &tok, Some(json!({"recording_retention_days": 1}))).await;
+            assert_eq!((s, a["recording_retention_days"].as_i64()), (200, Some(1)));
+            let (s, _) = srv.call("PATCH", "/api/v1/account", &tok, Some(json!({"recording_retention_days": 0}))).await;
+            assert_eq!(s, 422);
+            let (_, v) = hook(&srv, &url, "k", &json!({"event": "call.ended", "call_id": "old", "from": "+79160000000", "to": "+74951234567", "started_at": "2020-01-01T10:00:00Z"})).await;
+            let old = v["call_id"].as_str().unwrap().to_owned();
+            let up = srv.http.post(format!("{url}/recording?call_id=old")).header("content-type", "audio/mpeg").header(SIGNATURE_HEADER, sign("k", &bytes)).body(bytes.clone()).send().await.unwrap();
+            assert_eq!(up.status(), 200);
+            let st = calltrail_server::AppState::new(srv.db.store.clone(), calltrail_server::ServerConfig { data_dir: srv.data_dir.path().to_owned(), ..Default::default() });
+            calltrail_server::recordings::sweep(&st).await.unwrap();
+            let r = srv.http.get(srv.url(&format!("/api/v1/calls/{old}/recording"))).bearer_auth(&tok).send().await.unwrap();
+            assert_eq!(r.status(), 404, "an expired recording must be gone");
+            let r = srv.http.get(srv.url(&format!("/api/v1/calls/{id2}/recording"))).bearer_auth(&tok).send().await.unwrap();
+            assert_eq!(r.status(), 200, "a recent one stays");
+            srv
+        }
+    })
+    .await;
+}

@@ -384,6 +384,24 @@ impl Store {
         Ok((call, created))
     }
 
+    /// A call by its provider id, within an account.
+    pub async fn call_by_provider_id(
+        &self,
+        account_id: &str,
+        provider: &str,
+        provider_call_id: &str,
+    ) -> Result<Option<Call>> {
+        let r = sqlx::query(&format!(
+            "SELECT {CALL_COLS} FROM calls c WHERE c.account_id = $1 AND c.provider = $2 AND c.provider_call_id = $3"
+        ))
+        .bind(account_id)
+        .bind(provider)
+        .bind(provider_call_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(call_row).transpose()
+    }
+
     /// Whether a call with this provider id is stored.
     pub async fn call_exists(&self, provider: &str, provider_call_id: &str) -> Result<bool> {
         let r =
@@ -706,6 +724,72 @@ async fn outbox(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+impl Store {
+    /// Calls whose recording is at the provider but not kept here yet.
+    pub async fn calls_missing_recordings(&self, limit: u32) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT id, recording_url FROM calls WHERE recording_url IS NOT NULL AND recording_path IS NULL \
+             ORDER BY id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("recording_url")?)))
+            .collect()
+    }
+
+    /// Kept recordings older than their account's retention: `(call id, path)`.
+    pub async fn expired_recordings(
+        &self,
+        now: Millis,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.recording_path FROM calls c JOIN accounts a ON a.id = c.account_id \
+             WHERE c.recording_path IS NOT NULL AND a.recording_retention_days IS NOT NULL \
+             AND c.started_at < $1 - a.recording_retention_days * 86400000 LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("recording_path")?)))
+            .collect()
+    }
+
+    /// Forget a deleted recording file (the provider's URL stays for reference).
+    pub async fn clear_recording(&self, call_id: &str) -> Result<()> {
+        let _guard = self.write_guard().await;
+        sqlx::query("UPDATE calls SET recording_path = NULL, recording_url = NULL WHERE id = $1")
+            .bind(call_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Days recordings are kept for an account (`None`: forever).
+    pub async fn recording_retention(&self, account_id: &str) -> Result<Option<i64>> {
+        let r = sqlx::query("SELECT recording_retention_days FROM accounts WHERE id = $1")
+            .bind(account_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("account"))?;
+        Ok(r.try_get("recording_retention_days")?)
+    }
+
+    pub async fn set_recording_retention(&self, account_id: &str, days: Option<i64>) -> Result<()> {
+        let _guard = self.write_guard().await;
+        sqlx::query("UPDATE accounts SET recording_retention_days = $1 WHERE id = $2")
+            .bind(days)
+            .bind(account_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

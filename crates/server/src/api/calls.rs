@@ -393,3 +393,14 @@ pub async fn attribute_by_code(
             .await?,
     ))
 }
+
+#[utoipa::path(get, path = "/api/v1/calls/{call_id}/recording", tag = "calls",
+    responses((status = 200, description = "The recording (audio); `Range` requests get 206", content_type = "audio/mpeg"), (status = 404, body = Problem)))]
+pub async fn recording(
+    st: State<AppState>,
+    auth: Auth,
+    id: Path<String>,
+    req: axum::extract::Request,
+) -> ApiResult<axum::response::Response> {
+    crate::recordings::download(st, auth, id, req).await
+}

@@ -1,5 +1,6 @@
 //! REST API v1: JSON, `Authorization: Bearer <token>`, problem+json errors, OpenAPI.
 
+mod account;
 mod calls;
 mod children;
 mod rules;
@@ -107,6 +108,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .routes(routes!(calls::list_calls))
         .routes(routes!(calls::get_call, calls::update_call))
         .routes(routes!(calls::attribute_by_code))
+        .routes(routes!(account::get_account, account::update_account))
+        .routes(routes!(calls::recording))
         .routes(routes!(
             telephony::create_connection,
             telephony::list_connections

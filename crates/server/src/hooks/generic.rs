@@ -57,6 +57,68 @@ fn time(errs: &mut Errors, field: &str, v: Option<&str>) -> Option<i64> {
     )
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    call_id: String,
+}
+
+/// `POST /hooks/generic/{key}/recording?call_id=...`: the recording's bytes as the body
+/// (`Content-Type: audio/mpeg`, `audio/wav` or `audio/ogg`), signed like events.
+pub async fn upload_recording(
+    State(st): State<AppState>,
+    Path(key): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let conn = connection(&st, "generic", &key).await?;
+    let secret = conn.secret.clone().unwrap_or_default();
+    let given = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if given.is_empty() || !super::same(given.as_bytes(), sign(&secret, &body).as_bytes()) {
+        return Err(ApiError::Unauthorized("X-Calltrail-Signature does not match the body (HMAC-SHA256 with the connection's secret)"));
+    }
+    if body.is_empty() {
+        return Err(calltrail_core::Invalid::field("body", "the recording's bytes").into());
+    }
+    let provider_call_id = format!("{}:{}", conn.id, q.call_id.trim());
+    let Some(call) = st
+        .store
+        .call_by_provider_id(&conn.account_id, "generic", &provider_call_id)
+        .await?
+    else {
+        return Err(ApiError::NotFound(format!(
+            "call `{}` (send its events first)",
+            q.call_id
+        )));
+    };
+    let ext = match headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+    {
+        ct if ct.contains("mpeg") || ct.contains("mp3") => "mp3",
+        ct if ct.contains("wav") => "wav",
+        ct if ct.contains("ogg") => "ogg",
+        other => {
+            return Err(calltrail_core::Invalid::field(
+                "content-type",
+                format!("`{other}`: send audio/mpeg, audio/wav or audio/ogg"),
+            )
+            .into());
+        }
+    };
+    crate::recordings::keep(&st, &call.id, &body, ext)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(
+        serde_json::json!({"ok": true, "call_id": call.id, "bytes": body.len()}),
+    ))
+}
+
 pub async fn hook(
     State(st): State<AppState>,
     Path(key): Path<String>,

@@ -16,7 +16,12 @@ use crate::error::ApiError;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/hooks/generic/{key}", post(generic::hook))
+    Router::new()
+        .route("/hooks/generic/{key}", post(generic::hook))
+        .route(
+            "/hooks/generic/{key}/recording",
+            post(generic::upload_recording),
+        )
 }
 
 /// The connection a webhook URL names, if it is of `provider`.
@@ -82,6 +87,9 @@ pub async fn ingest(st: &AppState, ev: &CallEvent) -> Result<(Call, bool), ApiEr
         Some(st.store.attribute(&ev.site_id, to, from, at).await?)
     };
     let (call, created) = st.store.apply_call_event(ev, attribution.as_ref()).await?;
+    if let (Some(url), false) = (&call.recording_url, call.has_recording) {
+        crate::recordings::fetch_later(st, call.id.clone(), url.clone());
+    }
     st.metrics.count(&format!(
         "calltrail_call_events_total{{provider=\"{}\",kind=\"{}\"}}",
         ev.provider,

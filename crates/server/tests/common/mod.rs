@@ -10,6 +10,8 @@ pub struct TestServer {
     pub base: String,
     pub http: reqwest::Client,
     pub db: TestDb,
+    /// The server's data dir (recordings).
+    pub data_dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -18,7 +20,9 @@ impl TestServer {
     pub async fn start(db: TestDb) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let data_dir = tempfile::tempdir().unwrap();
         let config = ServerConfig {
+            data_dir: data_dir.path().to_owned(),
             public_url: format!("http://{addr}"),
             max_body_bytes: 64 * 1024,
             ..ServerConfig::default()
@@ -36,6 +40,7 @@ impl TestServer {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
             db,
+            data_dir,
             shutdown: Some(tx),
             task: Some(task),
         }

@@ -16,6 +16,8 @@ ALTER TABLE calls ADD COLUMN updated_at BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX calls_account ON calls(account_id, id);
 
 ALTER TABLE sites ADD COLUMN repeat_window_days BIGINT NOT NULL DEFAULT 90;
+-- Days a call recording is kept; NULL keeps them.
+ALTER TABLE accounts ADD COLUMN recording_retention_days BIGINT;
 
 CREATE TABLE telephony_connections (
     id          TEXT PRIMARY KEY,
