@@ -12,6 +12,7 @@ use axum::http::HeaderMap;
 use axum::Json;
 use calltrail_core::validate::Errors;
 use calltrail_store::calls::{CallEvent, CallEventKind, FINAL_STATUSES};
+use calltrail_store::telephony::Connection;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -72,15 +73,7 @@ pub async fn upload_recording(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let conn = connection(&st, "generic", &key).await?;
-    let secret = conn.secret.clone().unwrap_or_default();
-    let given = headers
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if given.is_empty() || !super::same(given.as_bytes(), sign(&secret, &body).as_bytes()) {
-        return Err(ApiError::Unauthorized("X-Calltrail-Signature does not match the body (HMAC-SHA256 with the connection's secret)"));
-    }
+    let conn = verified(&st, &key, &headers, &body).await?;
     if body.is_empty() {
         return Err(calltrail_core::Invalid::field("body", "the recording's bytes").into());
     }
@@ -119,23 +112,36 @@ pub async fn upload_recording(
     ))
 }
 
+/// The generic connection a URL names, once the body's signature checks out.
+async fn verified(
+    st: &AppState,
+    key: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Connection, ApiError> {
+    let conn = connection(st, "generic", key).await?;
+    let secret = conn.secret.clone().unwrap_or_default();
+    let given = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if given.is_empty() || !super::same(given.as_bytes(), sign(&secret, body).as_bytes()) {
+        st.metrics
+            .count("calltrail_webhook_rejected_total{provider=\"generic\",reason=\"signature\"}");
+        return Err(ApiError::Unauthorized(
+            "X-Calltrail-Signature does not match the body (HMAC-SHA256 with the connection's secret)",
+        ));
+    }
+    Ok(conn)
+}
+
 pub async fn hook(
     State(st): State<AppState>,
     Path(key): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let conn = connection(&st, "generic", &key).await?;
-    let secret = conn.secret.clone().unwrap_or_default();
-    let given = headers
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if given.is_empty() || !super::same(given.as_bytes(), sign(&secret, &body).as_bytes()) {
-        st.metrics
-            .count("calltrail_webhook_rejected_total{provider=\"generic\",reason=\"signature\"}");
-        return Err(ApiError::Unauthorized("X-Calltrail-Signature does not match the body (HMAC-SHA256 with the connection's secret)"));
-    }
+    let conn = verified(&st, &key, &headers, &body).await?;
     let b: Body = parse_json(&body)?;
     let region = site_region(&st, &conn).await?;
     let mut errs = Errors::new();
