@@ -4,6 +4,8 @@
 //! event durably before the provider gets its 2xx.
 
 pub mod generic;
+pub mod twilio;
+pub mod zadarma;
 
 use axum::routing::post;
 use axum::Router;
@@ -21,6 +23,15 @@ pub fn router() -> Router<AppState> {
         .route(
             "/hooks/generic/{key}/recording",
             post(generic::upload_recording),
+        )
+        .route("/hooks/twilio/{key}/voice", post(twilio::voice))
+        .route("/hooks/twilio/{key}/dial", post(twilio::dial_action))
+        .route("/hooks/twilio/{key}/status", post(twilio::status))
+        .route("/hooks/twilio/{key}/recording", post(twilio::recording))
+        .route("/hooks/twilio/{key}/whisper", post(twilio::whisper))
+        .route(
+            "/hooks/zadarma/{key}",
+            post(zadarma::hook).get(zadarma::echo),
         )
 }
 
