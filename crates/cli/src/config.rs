@@ -34,6 +34,8 @@ pub struct Config {
     pub request_timeout_secs: u64,
     /// Seconds between the snippet's heartbeats while a tab is visible.
     pub ping_s: u32,
+    /// A MaxMind/DB-IP city database (`.mmdb`) for the visitor's city; none: no city.
+    pub geoip_db: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             request_timeout_secs: 30,
             ping_s: 30,
+            geoip_db: None,
         }
     }
 }

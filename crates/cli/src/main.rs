@@ -64,6 +64,24 @@ enum Admin {
         #[arg(long)]
         json: bool,
     },
+    /// Run a call through the same path a provider's webhook takes, and print its attribution
+    SimulateCall {
+        /// The site's id
+        #[arg(long)]
+        site: String,
+        /// The number called (a tracking number of the site, any written form)
+        #[arg(long)]
+        to: String,
+        /// The caller (any written form, or `hidden`)
+        #[arg(long, default_value = "hidden")]
+        from: String,
+        /// When the call came (RFC 3339) [default: now]
+        #[arg(long)]
+        at: Option<String>,
+        /// Seconds of conversation; 0 makes a missed call
+        #[arg(long, default_value_t = 60)]
+        talk_seconds: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -153,6 +171,48 @@ async fn run_admin(store: &Store, admin: Admin) -> anyhow::Result<()> {
                 );
             }
         }
+        Admin::SimulateCall {
+            site,
+            to,
+            from,
+            at,
+            talk_seconds,
+        } => {
+            let site = store
+                .site_by_id(&site)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no site with id `{site}`"))?;
+            let region = calltrail_core::Region::parse(&site.default_region)?;
+            let to = calltrail_core::Phone::parse(&to, Some(region))
+                .map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+            let from = if from.trim().eq_ignore_ascii_case("hidden") {
+                "hidden".to_owned()
+            } else {
+                calltrail_core::Phone::parse(&from, Some(region))
+                    .map_err(|e| anyhow::anyhow!("--from: {e}"))?
+                    .as_str()
+                    .to_owned()
+            };
+            let at = match at {
+                Some(t) => t
+                    .parse::<jiff::Timestamp>()
+                    .map_err(|e| anyhow::anyhow!("--at: not an RFC 3339 time: {e}"))?,
+                None => jiff::Timestamp::now(),
+            };
+            let input = calltrail_store::tracking::CallInput {
+                account_id: site.account_id.clone(),
+                site_id: site.id.clone(),
+                provider: "simulated".into(),
+                provider_call_id: format!("sim-{}-{}", site.id, at.as_millisecond()),
+                to: to.as_str().to_owned(),
+                from,
+                at: at.as_millisecond(),
+                answered: talk_seconds > 0,
+                talk_seconds: i64::from(talk_seconds),
+            };
+            let (call, _) = store.ingest_call(&input).await?;
+            println!("{}", serde_json::to_string_pretty(&call)?);
+        }
         Admin::CreateToken {
             account,
             name,
@@ -173,6 +233,7 @@ async fn run_admin(store: &Store, admin: Admin) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: &Config, demo: bool) -> anyhow::Result<()> {
+    let geoip = open_geoip(cfg)?;
     let store = open_store(cfg).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -219,11 +280,40 @@ async fn serve(cfg: &Config, demo: bool) -> anyhow::Result<()> {
             request_timeout: Duration::from_secs(cfg.request_timeout_secs),
             ping_s: cfg.ping_s,
             demo_site_key: demo.map(|d| d.site.public_key),
+            data_dir: cfg.data_dir.clone(),
+            geoip,
         },
     );
-    calltrail_server::serve(listener, state, calltrail_server::shutdown_signal()).await?;
+    calltrail_server::recordings::spawn_sweeper(state.clone(), Duration::from_secs(300));
+    // AMI clients dial the PBXs of `asterisk_ami` connections (new ones within 30 s).
+    let ami = calltrail_server::ami::spawn_all(state.clone());
+    let served =
+        calltrail_server::serve(listener, state, calltrail_server::shutdown_signal()).await;
+    ami.abort();
+    served?;
     store.close().await;
     Ok(())
+}
+
+/// The configured city database, opened before anything else starts: a file that is
+/// configured but cannot be read stops start-up rather than silently losing cities.
+fn open_geoip(
+    cfg: &Config,
+) -> anyhow::Result<Option<std::sync::Arc<calltrail_server::geoip::GeoIp>>> {
+    let Some(path) = &cfg.geoip_db else {
+        return Ok(None);
+    };
+    let db =
+        calltrail_server::geoip::GeoIp::open(path).map_err(|e| anyhow::anyhow!("geoip_db: {e}"))?;
+    if !db.has_cities() {
+        tracing::warn!(
+            path = %path.display(),
+            database_type = db.database_type(),
+            "geoip_db does not look like a city database; sessions may get no city"
+        );
+    }
+    tracing::info!(path = %path.display(), database_type = db.database_type(), "city database loaded");
+    Ok(Some(std::sync::Arc::new(db)))
 }
 
 fn jiff_now_ms() -> i64 {

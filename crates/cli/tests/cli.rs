@@ -326,3 +326,177 @@ fn two_nodes_on_postgres_never_lease_one_number_twice() {
     );
     rt.block_on(db.cleanup());
 }
+
+/// A burst of call webhooks, `kill -9` in the middle of it: every webhook answered 2xx
+/// is there after a restart.
+#[test]
+fn kill_9_during_a_webhook_burst_loses_no_acknowledged_call() {
+    use calltrail_server::hooks::generic::{sign, SIGNATURE_HEADER};
+    let dir = tempfile::tempdir().unwrap();
+    let out = calltrail(dir.path())
+        .args(["admin", "create-account", "Acme", "--json"])
+        .output()
+        .unwrap();
+    let acc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = acc["token"].as_str().unwrap().to_owned();
+    let (child, url) = serve(calltrail(dir.path()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let (hook, secret) = rt.block_on(async {
+        let site: serde_json::Value = http
+            .post(format!("{url}/api/v1/sites"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"name": "S", "domains": ["shop.example"], "timezone": "UTC", "default_region": "RU"}))
+            .send().await.unwrap().json().await.unwrap();
+        let sid = site["id"].as_str().unwrap();
+        let conn: serde_json::Value = http
+            .post(format!("{url}/api/v1/sites/{sid}/telephony"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"provider": "generic"}))
+            .send().await.unwrap().json().await.unwrap();
+        (conn["webhook_url"].as_str().unwrap().to_owned(), conn["secret"].as_str().unwrap().to_owned())
+    });
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let pid = child.id();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let (http, hook, secret, acked) = (http.clone(), hook.clone(), secret.clone(), acked.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..100 {
+                    let body = serde_json::json!({"event": "call.ended", "call_id": format!("w{w}-{i}"), "from": "+79160000000", "to": "+74951234567"}).to_string();
+                    let res = http.post(&hook).header(SIGNATURE_HEADER, sign(&secret, body.as_bytes())).header("content-type", "application/json").body(body).send().await;
+                    match res {
+                        Ok(r) if r.status().is_success() => {
+                            let v: serde_json::Value = r.json().await.unwrap_or_default();
+                            if let Some(id) = v["call_id"].as_str() {
+                                acked.lock().unwrap().push(id.to_owned());
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+            }));
+        }
+        // Let some land, then kill the server without warning.
+        while acked.lock().unwrap().len() < 60 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+    let mut child = child;
+    let _ = child.wait();
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 60 && acked.len() < 800,
+        "the kill landed mid-burst: {} acknowledged",
+        acked.len()
+    );
+    let (child, url) = serve(calltrail(dir.path()));
+    let missing: Vec<String> = rt.block_on(async {
+        let mut missing = Vec::new();
+        for id in &acked {
+            let r = http
+                .get(format!("{url}/api/v1/calls/{id}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            if r.status() != 200 {
+                missing.push(id.clone());
+            }
+        }
+        missing
+    });
+    assert!(stop(child).success());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged calls lost after kill -9: {missing:?}",
+        missing.len()
+    );
+}
+
+#[test]
+fn simulate_call_attributes_through_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = calltrail(dir.path())
+        .args(["admin", "create-account", "Acme", "--json"])
+        .output()
+        .unwrap();
+    let acc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (child, url) = serve(calltrail(dir.path()));
+    let sid = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let tok = acc["token"].as_str().unwrap();
+        let site: serde_json::Value = http
+            .post(format!("{url}/api/v1/sites"))
+            .bearer_auth(tok)
+            .json(&serde_json::json!({"name": "S", "domains": ["shop.example"], "timezone": "UTC", "default_region": "RU"}))
+            .send().await.unwrap().json().await.unwrap();
+        let sid = site["id"].as_str().unwrap().to_owned();
+        let r = http
+            .post(format!("{url}/api/v1/sites/{sid}/numbers"))
+            .bearer_auth(tok)
+            .json(&serde_json::json!({"number": "8 495 300-00-01", "kind": "static", "source": "billboard"}))
+            .send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        sid
+    });
+    assert!(stop(child).success());
+    let out = calltrail(dir.path())
+        .args([
+            "admin",
+            "simulate-call",
+            "--site",
+            &sid,
+            "--to",
+            "8 495 300-00-01",
+            "--from",
+            "8 916 000 00 00",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let call: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            call["method"].as_str(),
+            call["source"].as_str(),
+            call["caller"].as_str()
+        ),
+        (Some("static"), Some("billboard"), Some("+79160000000"))
+    );
+    assert_eq!(call["talk_seconds"], 60);
+    let out = calltrail(dir.path())
+        .args(["admin", "simulate-call", "--site", &sid, "--to", "hello"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: --to:"));
+    let out = calltrail(dir.path())
+        .args([
+            "admin",
+            "simulate-call",
+            "--site",
+            "nope",
+            "--to",
+            "+74953000001",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no site with id"));
+}

@@ -1,10 +1,12 @@
 //! calltrail-server: the HTTP face of calltrail: health and metrics, the REST API,
 //! and (with later parts) the tracking endpoints, telephony hooks and dashboard.
 
+pub mod ami;
 pub mod api;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod geoip;
 pub mod hooks;
 pub mod metrics;
 pub mod recordings;
@@ -41,6 +43,8 @@ pub struct ServerConfig {
     pub demo_site_key: Option<String>,
     /// Where recordings and other files are kept.
     pub data_dir: std::path::PathBuf,
+    /// City database (`geoip_db`); `None`: sessions get no city.
+    pub geoip: Option<Arc<geoip::GeoIp>>,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +56,7 @@ impl Default for ServerConfig {
             ping_s: 30,
             demo_site_key: None,
             data_dir: std::path::PathBuf::from("./data"),
+            geoip: None,
         }
     }
 }

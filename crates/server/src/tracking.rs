@@ -356,6 +356,7 @@ async fn visit(
         check_len(f, v.as_deref(), 100)?;
     }
     let (ctx, origin) = site_for(&st, &b.site_key, &headers, Some(&b.url)).await?;
+    let ip = client_ip(&headers, peer);
     let req = VisitRequest {
         session_id: b.session_id,
         visitor_id: b.visitor_id,
@@ -370,8 +371,8 @@ async fn visit(
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
-        ip: Some(client_ip(&headers, peer)),
-        city: None,
+        city: st.config.geoip.as_ref().and_then(|g| g.lookup_str(&ip)),
+        ip: Some(ip),
     };
     let shown = with_deadline(st.store.visit(&ctx, &req, now_ms())).await?;
     st.metrics.count_visit(&shown);

@@ -18,15 +18,21 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(db: TestDb) -> Self {
+        Self::start_with(db, |_| {}).await
+    }
+
+    /// [`TestServer::start`] with a changed config (e.g. a city database).
+    pub async fn start_with(db: TestDb, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let data_dir = tempfile::tempdir().unwrap();
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             data_dir: data_dir.path().to_owned(),
             public_url: format!("http://{addr}"),
             max_body_bytes: 64 * 1024,
             ..ServerConfig::default()
         };
+        tweak(&mut config);
         let state = AppState::new(db.store.clone(), config);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
