@@ -1,1 +1,753 @@
-fn main() {}
+//! calltrail-loadgen: throughput and latency of the public tracking endpoints
+//! (`/t/v1/visit` with a new visitor every request, `/t/v1/ping`) on SQLite and
+//! PostgreSQL, beside a bare axum handler measured the same way in the same run.
+//!
+//! A benchmark, not a test. Everything runs in this one process, on loopback only: the
+//! server (the real `calltrail_server::serve`, the same router and layers the binary runs)
+//! on a tokio runtime of its own, the load on another. The load is a closed loop: a fixed
+//! number of HTTP/1.1 keep-alive connections, each sending its next request as soon as
+//! the previous answer is read. The first second (`--warmup`) is not measured.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use axum::body::Bytes;
+use calltrail_core::setup::{NumberSpec, PoolSpec, SiteInput, SiteSpec};
+use calltrail_core::Region;
+use calltrail_server::{AppState, ServerConfig};
+use calltrail_store::testing::{self, TestDb};
+use clap::{Parser, ValueEnum};
+use http_body_util::{BodyExt as _, Full};
+use hyper::header::{CONTENT_TYPE, HOST, ORIGIN, USER_AGENT};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+use tokio::sync::oneshot;
+
+const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
+const SITE_ORIGIN: &str = "https://bench.example";
+const SITE_NUMBER: &str = "+74951234567";
+const FALLBACK: &str = "+74959999999";
+const SECTION: &str = "## Tracking endpoint throughput";
+/// Why the endpoints trail the bare handler, from profiling (perf) on the 2-core machine.
+const WHY: &str = "Where the time goes (perf, SQLite): every visit and ping is one write \
+transaction, serialised by the SQLite writer lock, and each statement is a round trip to \
+sqlx's per-connection SQLite worker thread (a ping: BEGIN, 3 statements, COMMIT; a visit: \
+about 10), its rows converted to sqlx `Any` rows. Thread hand-offs in the kernel, \
+malloc/free and the `Any` conversion dominate the profile; SQLite's own work \
+(`sqlite3VdbeExec`) is about 2 %. Reaching 60 % / 30 % of a bare handler that does tens of \
+thousands of requests a second needs the hot path out of per-request transactions (e.g. \
+heartbeats kept in memory and written back in batches, visit inserts batched by one writer \
+task): a design change, not tuning. On PostgreSQL a new visitor holds the pool row lock \
+(`SELECT ... FOR UPDATE`) until its commit, so visits to one pool go one commit at a time.\n";
+/// Hard bounds, whatever the flags say.
+const MAX_DURATION_S: f64 = 300.0;
+const MAX_CONCURRENCY: usize = 1024;
+const MAX_POOL: usize = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+/// Throughput and p50/p99 latency of /t/v1/visit and /t/v1/ping against a bare axum handler.
+#[derive(Debug, Parser)]
+#[command(name = "calltrail-loadgen")]
+struct Args {
+    /// Measured seconds per endpoint (after the warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring starts.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Keep-alive connections, each with one request in flight.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    #[arg(long, value_enum, default_value_t = BackendArg::Both)]
+    backend: BackendArg,
+    /// Numbers in the site's pool. Each new visitor leases one (15 min hold), so the
+    /// first visits get a fresh number and the rest, once the pool is dry, the fallback.
+    #[arg(long, default_value_t = 500)]
+    pool_numbers: usize,
+    /// Sessions the ping phase cycles through (opened first, each holding a pool number).
+    #[arg(long, default_value_t = 128)]
+    ping_sessions: usize,
+    /// Worker threads of the server's runtime (default: all cores).
+    #[arg(long)]
+    server_threads: Option<usize>,
+    /// Threads of the load generator's runtime.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Write the results into this Markdown file's throughput section.
+    #[arg(long)]
+    write: Option<PathBuf>,
+}
+
+/// What one phase measured.
+#[derive(Debug, Clone)]
+struct Outcome {
+    backend: &'static str,
+    endpoint: String,
+    /// Measured wall time, seconds.
+    secs: f64,
+    ok: u64,
+    errors: u64,
+    /// Latencies of the measured successful requests, microseconds, sorted.
+    lat_us: Vec<u32>,
+    /// Visits that got the pool's fallback number.
+    fallback: u64,
+}
+
+impl Outcome {
+    fn rps(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.ok as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+
+    fn pct_ms(&self, p: f64) -> f64 {
+        if self.lat_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.lat_us.len() as f64 * p).ceil() as usize).clamp(1, self.lat_us.len()) - 1;
+        f64::from(self.lat_us[i]) / 1000.0
+    }
+}
+
+/// What the connections send.
+#[derive(Clone)]
+enum Load {
+    Bare,
+    Visit {
+        key: Arc<str>,
+    },
+    Ping {
+        key: Arc<str>,
+        sessions: Arc<Vec<String>>,
+    },
+}
+
+impl Load {
+    fn request(&self, worker: usize, n: usize) -> (&'static str, String) {
+        match self {
+            Self::Bare => (
+                "/bare",
+                String::from(r#"{"site_key":"bare","session_id":"0123456789abcdef"}"#),
+            ),
+            Self::Visit { key } => (
+                "/t/v1/visit",
+                format!(
+                    r#"{{"site_key":"{key}","url":"https://bench.example/sofas?utm_source=google&utm_medium=cpc&utm_campaign=bench","referrer":"https://www.google.com/","title":"Sofas","screen":"1920x1080","lang":"en-US"}}"#
+                ),
+            ),
+            Self::Ping { key, sessions } => {
+                let i = (worker + n * 7919) % sessions.len().max(1);
+                let sid = sessions.get(i).map_or("", String::as_str);
+                (
+                    "/t/v1/ping",
+                    format!(r#"{{"site_key":"{key}","session_id":"{sid}"}}"#),
+                )
+            }
+        }
+    }
+}
+
+/// Phase limits: measure in `[measure_from, end)`; stop early once `tickets` run out.
+#[derive(Clone)]
+struct Window {
+    measure_from: Instant,
+    end: Instant,
+    tickets: Option<Arc<AtomicI64>>,
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    errors: u64,
+    fallback: u64,
+    lat_us: Vec<u32>,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+async fn connect(
+    addr: SocketAddr,
+) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn worker(addr: SocketAddr, load: Load, id: usize, w: Window) -> anyhow::Result<Tally> {
+    let mut t = Tally::default();
+    let mut sender = connect(addr).await?;
+    let mut n = 0usize;
+    loop {
+        let start = Instant::now();
+        if start >= w.end {
+            break;
+        }
+        if let Some(tk) = &w.tickets {
+            if tk.fetch_sub(1, Ordering::Relaxed) <= 0 {
+                break;
+            }
+        }
+        let (path, body) = load.request(id, n);
+        n += 1;
+        let req = Request::post(path)
+            .header(HOST, "127.0.0.1")
+            .header(ORIGIN, SITE_ORIGIN)
+            .header(USER_AGENT, UA)
+            .header(CONTENT_TYPE, "text/plain;charset=UTF-8")
+            .body(Full::new(Bytes::from(body)))?;
+        let answer = async {
+            sender.ready().await?;
+            let res = sender.send_request(req).await?;
+            let status = res.status();
+            let body = res.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, body))
+        }
+        .await;
+        let done = Instant::now();
+        let measured = start >= w.measure_from;
+        match answer {
+            Ok((status, body)) if status.is_success() => {
+                if measured {
+                    t.ok += 1;
+                    t.lat_us.push(
+                        u32::try_from(done.duration_since(start).as_micros()).unwrap_or(u32::MAX),
+                    );
+                    if matches!(load, Load::Visit { .. }) && contains(&body, FALLBACK.as_bytes()) {
+                        t.fallback += 1;
+                    }
+                    t.first.get_or_insert(start);
+                    t.last = Some(done);
+                }
+            }
+            Ok(_) => {
+                if measured {
+                    t.errors += 1;
+                }
+            }
+            Err(_) => {
+                if measured {
+                    t.errors += 1;
+                }
+                // The connection is gone; open another and go on.
+                sender = connect(addr).await?;
+            }
+        }
+    }
+    Ok(t)
+}
+
+/// One closed-loop phase against `addr`.
+async fn measure(
+    addr: SocketAddr,
+    load: Load,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    tickets: Option<i64>,
+) -> anyhow::Result<(f64, Tally)> {
+    let begin = Instant::now();
+    let w = Window {
+        measure_from: begin + warmup,
+        end: begin + warmup + duration,
+        tickets: tickets.map(|n| Arc::new(AtomicI64::new(n))),
+    };
+    let mut tasks = Vec::with_capacity(concurrency);
+    for id in 0..concurrency {
+        tasks.push(tokio::spawn(worker(addr, load.clone(), id, w.clone())));
+    }
+    let mut all = Tally::default();
+    for t in tasks {
+        let t = t.await??;
+        all.ok += t.ok;
+        all.errors += t.errors;
+        all.fallback += t.fallback;
+        all.lat_us.extend(t.lat_us);
+        all.first = match (all.first, t.first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        all.last = all.last.max(t.last);
+    }
+    all.lat_us.sort_unstable();
+    // Time-bounded phases divide by the window; a phase that ran out of tickets, by the
+    // time from its first measured request to its last answer.
+    let secs = match (tickets, all.first, all.last) {
+        (Some(_), Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+        _ => duration.as_secs_f64(),
+    };
+    Ok((secs, all))
+}
+
+fn outcome(backend: &'static str, endpoint: &str, secs: f64, t: Tally) -> Outcome {
+    Outcome {
+        backend,
+        endpoint: endpoint.to_owned(),
+        secs,
+        ok: t.ok,
+        errors: t.errors,
+        lat_us: t.lat_us,
+        fallback: t.fallback,
+    }
+}
+
+fn server_runtime(threads: usize) -> anyhow::Result<Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("server")
+        .enable_all()
+        .build()?)
+}
+
+/// The bare handler: reads the body, answers a small JSON, same framing and server.
+async fn bare(body: Bytes) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "ok": true, "len": body.len(), "ping_s": 30 }))
+}
+
+/// A running server: its address, and how to stop it.
+struct Running {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start_bare() -> anyhow::Result<Running> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, rx) = oneshot::channel::<()>();
+    let app = axum::Router::new().route("/bare", axum::routing::post(bare));
+    let done = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx.await;
+        })
+        .await
+    });
+    Ok(Running { addr, stop, done })
+}
+
+async fn start_calltrail(db: &TestDb) -> anyhow::Result<Running> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, rx) = oneshot::channel::<()>();
+    let state = AppState::new(db.store.clone(), ServerConfig::default());
+    let done = tokio::spawn(calltrail_server::serve(listener, state, async move {
+        let _ = rx.await;
+    }));
+    Ok(Running { addr, stop, done })
+}
+
+/// An account, a site on bench.example, a pool of `n` numbers and its fallback.
+async fn setup_site(db: &TestDb, n: usize) -> anyhow::Result<String> {
+    let store = &db.store;
+    let region = Region::parse("RU").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let account = store.create_account("Bench").await?;
+    let domains = vec!["bench.example".to_owned()];
+    let numbers = vec![SITE_NUMBER.to_owned()];
+    let spec = SiteSpec::parse(&SiteInput {
+        name: "Bench",
+        domains: &domains,
+        timezone: "Europe/Moscow",
+        default_region: "RU",
+        site_numbers: &numbers,
+        forward_to: Some("+74951112233"),
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let site = store.create_site(&account.id, &spec).await?;
+    let pool_spec =
+        PoolSpec::parse("Web", Some(15), Some("fallback")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pool = store.create_pool(&account.id, &site.id, &pool_spec).await?;
+    for i in 0..n {
+        let spec = NumberSpec::parse(
+            &format!("+7495300{i:04}"),
+            region,
+            "pool",
+            Some(&pool.id),
+            None,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        store.create_number(&account.id, &site.id, &spec).await?;
+    }
+    let spec = NumberSpec::parse(FALLBACK, region, "fallback", Some(&pool.id), None)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    store.create_number(&account.id, &site.id, &spec).await?;
+    Ok(site.public_key)
+}
+
+/// Open `n` sessions (each a new visitor holding a pool number) for the ping phase.
+async fn open_sessions(addr: SocketAddr, key: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    let mut sender = connect(addr).await?;
+    let load = Load::Visit { key: key.into() };
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let (path, body) = load.request(0, i);
+        let req = Request::post(path)
+            .header(HOST, "127.0.0.1")
+            .header(ORIGIN, SITE_ORIGIN)
+            .header(USER_AGENT, UA)
+            .header(CONTENT_TYPE, "text/plain;charset=UTF-8")
+            .body(Full::new(Bytes::from(body)))?;
+        sender.ready().await?;
+        let res = sender.send_request(req).await?;
+        let status = res.status();
+        let body = res.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!(
+                "setting up the ping sessions: visit answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        let sid = v["session_id"]
+            .as_str()
+            .context("visit answer without session_id")?;
+        out.push(sid.to_owned());
+    }
+    Ok(out)
+}
+
+struct Plan {
+    warmup: Duration,
+    duration: Duration,
+    concurrency: usize,
+    pool: usize,
+    ping_sessions: usize,
+}
+
+/// Run the backend's phases: ping, visit while the pool has free numbers, visit on a dry pool.
+fn run_backend(
+    name: &'static str,
+    db: &TestDb,
+    server_rt: &Runtime,
+    client_rt: &Runtime,
+    plan: &Plan,
+) -> anyhow::Result<Vec<Outcome>> {
+    eprintln!("[{name}] setting up a site with {} pool numbers", plan.pool);
+    let key = server_rt.block_on(setup_site(db, plan.pool))?;
+    let srv = server_rt.block_on(start_calltrail(db))?;
+    let key: Arc<str> = key.into();
+    let mut out = Vec::new();
+    client_rt.block_on(async {
+        eprintln!("[{name}] opening {} sessions for ping", plan.ping_sessions);
+        let sessions = Arc::new(open_sessions(srv.addr, &key, plan.ping_sessions).await?);
+        eprintln!("[{name}] ping");
+        let ping = Load::Ping {
+            key: key.clone(),
+            sessions,
+        };
+        let (secs, t) = measure(
+            srv.addr,
+            ping,
+            plan.concurrency,
+            plan.warmup,
+            plan.duration,
+            None,
+        )
+        .await?;
+        out.push(outcome(name, "ping", secs, t));
+
+        // Fresh numbers are bounded: the pool's free numbers, each visit leases one. The
+        // server is warm from the ping phase, so every visit of this phase is measured.
+        let free = plan.pool.saturating_sub(plan.ping_sessions) as i64;
+        if free > 0 {
+            eprintln!("[{name}] visit, {free} fresh numbers");
+            let visit = Load::Visit { key: key.clone() };
+            let (secs, t) = measure(
+                srv.addr,
+                visit,
+                plan.concurrency,
+                Duration::ZERO,
+                plan.duration,
+                Some(free),
+            )
+            .await?;
+            out.push(outcome(name, "visit (fresh number)", secs, t));
+        }
+        eprintln!("[{name}] visit, pool dry");
+        let visit = Load::Visit { key: key.clone() };
+        let (secs, t) = measure(
+            srv.addr,
+            visit,
+            plan.concurrency,
+            plan.warmup,
+            plan.duration,
+            None,
+        )
+        .await?;
+        out.push(outcome(name, "visit (pool dry: fallback)", secs, t));
+        anyhow::Ok(())
+    })?;
+    let _ = srv.stop.send(());
+    server_rt.block_on(srv.done)??;
+    Ok(out)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn table(results: &[Outcome], bare_rps: f64) -> String {
+    let mut s = String::from(
+        "| backend | endpoint | requests | req/s | p50 ms | p99 ms | errors | vs bare |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in results {
+        let ratio = if bare_rps > 0.0 {
+            r.rps() / bare_rps * 100.0
+        } else {
+            0.0
+        };
+        let mut endpoint = r.endpoint.clone();
+        if r.endpoint.starts_with("visit") {
+            let _ = write!(endpoint, " ({} of {} fallback)", r.fallback, r.ok);
+        }
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.0}% |",
+            r.backend,
+            endpoint,
+            r.ok,
+            r.rps(),
+            r.pct_ms(0.50),
+            r.pct_ms(0.99),
+            r.errors,
+            ratio
+        );
+    }
+    s
+}
+
+fn target_lines(results: &[Outcome], bare_rps: f64) -> String {
+    let mut s = String::new();
+    for r in results.iter().filter(|r| r.backend == "sqlite") {
+        let need = if r.endpoint == "ping" {
+            60.0
+        } else if r.endpoint.starts_with("visit") {
+            30.0
+        } else {
+            continue;
+        };
+        let got = if bare_rps > 0.0 {
+            r.rps() / bare_rps * 100.0
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            s,
+            "- SQLite {}: {got:.0}% of bare (target ≥ {need:.0}%): {}",
+            r.endpoint,
+            if got >= need { "met" } else { "MISSED" }
+        );
+    }
+    s
+}
+
+fn write_section(path: &PathBuf, section: &str) -> anyhow::Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
+    let new = match old.find(SECTION) {
+        Some(start) => {
+            let after = start + SECTION.len();
+            let end = old[after..]
+                .find("\n## ")
+                .map_or(old.len(), |i| after + i + 1);
+            format!("{}{}{}", &old[..start], section, &old[end..])
+        }
+        None => format!(
+            "{}\n{}",
+            old.trim_end_matches('\n').to_owned() + "\n",
+            section
+        ),
+    };
+    std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.duration <= 0.0
+        || !(0.0..=MAX_DURATION_S).contains(&args.duration)
+        || !(0.0..=MAX_DURATION_S).contains(&args.warmup)
+    {
+        bail!(
+            "--duration must be in (0, {MAX_DURATION_S}] s and --warmup in [0, {MAX_DURATION_S}] s"
+        );
+    }
+    if args.concurrency == 0 || args.concurrency > MAX_CONCURRENCY {
+        bail!("--concurrency must be 1..={MAX_CONCURRENCY}");
+    }
+    if args.pool_numbers == 0 || args.pool_numbers > MAX_POOL {
+        bail!("--pool-numbers must be 1..={MAX_POOL}");
+    }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let load_avg = std::fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "unknown".to_owned(),
+        |l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    );
+    let server_threads = args.server_threads.unwrap_or(cores).clamp(1, 64);
+    let client_threads = args.client_threads.clamp(1, 64);
+    let plan = Plan {
+        warmup: Duration::from_secs_f64(args.warmup),
+        duration: Duration::from_secs_f64(args.duration),
+        concurrency: args.concurrency,
+        pool: args.pool_numbers,
+        ping_sessions: args.ping_sessions.clamp(1, args.pool_numbers),
+    };
+    let pg_url = std::env::var("CALLTRAIL_BENCH_DATABASE_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var(testing::ENV).ok().filter(|s| !s.is_empty()));
+    if let Some(url) = &pg_url {
+        // `testing::postgres` makes its fresh schema on the server this names.
+        std::env::set_var(testing::ENV, url);
+    }
+    let client_rt = if client_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(client_threads)
+            .thread_name("load")
+            .enable_all()
+            .build()?
+    };
+
+    // 1. The bare handler.
+    eprintln!("[bare] measuring");
+    let bare_rt = server_runtime(server_threads)?;
+    let srv = bare_rt.block_on(start_bare())?;
+    let (secs, t) = client_rt.block_on(measure(
+        srv.addr,
+        Load::Bare,
+        plan.concurrency,
+        plan.warmup,
+        plan.duration,
+        None,
+    ))?;
+    let _ = srv.stop.send(());
+    bare_rt.block_on(srv.done)??;
+    drop(bare_rt);
+    let bare = outcome("-", "bare axum handler", secs, t);
+    let bare_rps = bare.rps();
+    let mut results = vec![bare];
+    let mut notes = Vec::new();
+
+    // 2. Each backend on a fresh database, with the real server.
+    let want_sqlite = matches!(args.backend, BackendArg::Sqlite | BackendArg::Both);
+    let want_pg = matches!(args.backend, BackendArg::Postgres | BackendArg::Both);
+    if want_sqlite {
+        let rt = server_runtime(server_threads)?;
+        let db = rt.block_on(testing::sqlite());
+        let r = run_backend("sqlite", &db, &rt, &client_rt, &plan);
+        rt.block_on(db.cleanup());
+        results.extend(r?);
+    }
+    if want_pg {
+        if pg_url.is_some() {
+            let rt = server_runtime(server_threads)?;
+            let db = rt
+                .block_on(testing::postgres())
+                .context("no PostgreSQL URL")?;
+            let r = run_backend("postgres", &db, &rt, &client_rt, &plan);
+            rt.block_on(db.cleanup());
+            results.extend(r?);
+        } else {
+            let note = "PostgreSQL skipped: set CALLTRAIL_BENCH_DATABASE_URL (or CALLTRAIL_TEST_DATABASE_URL) to run it.";
+            eprintln!("{note}");
+            notes.push(note.to_owned());
+        }
+    }
+
+    let tbl = table(&results, bare_rps);
+    let targets = target_lines(&results, bare_rps);
+    println!("{tbl}\n{targets}");
+    for n in &notes {
+        println!("{n}");
+    }
+
+    if let Some(path) = &args.write {
+        let cmd = std::env::args()
+            .skip(1)
+            .filter(|a| !a.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let profile = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
+        let mut s = String::new();
+        let _ = writeln!(s, "{SECTION}\n");
+        let _ = writeln!(
+            s,
+            "Written by `calltrail-loadgen` (crates/loadgen). Command:\n\n```sh\ncargo run --release -p calltrail-loadgen -- {cmd}\n```\n"
+        );
+        let _ = writeln!(
+            s,
+            "- Date: {}\n- Machine: {cores} cores (nproc), {}; build profile: {profile}\n\
+             - Server: the real router (`calltrail_server::serve`, all layers) in the load generator's \
+             process, on its own tokio runtime ({server_threads} worker threads); the load on another \
+             ({client_threads} thread). Both share the same {cores} cores, so the figures are a floor \
+             for a machine where the load comes from elsewhere.\n\
+             - Load: closed loop, {} HTTP/1.1 keep-alive connections on loopback, one request in \
+             flight each; {:.0} s warm-up not measured, then {:.0} s measured per row. Every visit is a \
+             new visitor (no visitor or session id) with a browser User-Agent and the site's Origin.\n\
+             - Site: one pool of {} numbers (15 min hold, fallback policy) and a fallback number. \
+             The ping row cycles through {} sessions opened first, each holding a pool number. \
+             \"visit (fresh number)\" runs while the pool has free numbers (each visit leases one; \
+             bounded by the pool's size, no separate warm-up: the server is warm from the ping \
+             phase); \"visit (pool dry)\" comes after, when every new visitor is shown the fallback \
+             number, the steady state of a busy site.\n\
+             - Load average when the run began: {load_avg} (other jobs share this machine; \
+             rerun for comparisons).\n\
+             - The bare handler is a POST route on the same axum server stack without calltrail's \
+             layers: it reads the body and returns a small JSON.\n",
+            jiff::Zoned::now().strftime("%Y-%m-%d %H:%M %Z"),
+            cpu_model(),
+            plan.concurrency,
+            plan.warmup.as_secs_f64(),
+            plan.duration.as_secs_f64(),
+            plan.pool,
+            plan.ping_sessions,
+        );
+        let _ = writeln!(s, "{tbl}\n{targets}\n{WHY}");
+        for n in &notes {
+            let _ = writeln!(s, "{n}\n");
+        }
+        write_section(path, &s)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

@@ -95,6 +95,36 @@ async fn crud_of_every_setup_resource() {
             json!(["+74951234567"]),
             "untouched fields stay"
         );
+        assert_eq!(v["repeat_window_days"], 90);
+        let (s, v) = srv
+            .call(
+                "PATCH",
+                &format!("/api/v1/sites/{sid}"),
+                &tok,
+                Some(json!({"repeat_window_days": 30})),
+            )
+            .await;
+        assert_eq!((s, v["repeat_window_days"].as_i64()), (200, Some(30)));
+        let (s, v) = srv
+            .call(
+                "PATCH",
+                &format!("/api/v1/sites/{sid}"),
+                &tok,
+                Some(json!({"repeat_window_days": 0, "name": "Changed"})),
+            )
+            .await;
+        assert_eq!(
+            (s, v["errors"][0]["field"].as_str()),
+            (422, Some("repeat_window_days"))
+        );
+        let (_, v) = srv
+            .call("GET", &format!("/api/v1/sites/{sid}"), &tok, None)
+            .await;
+        assert_eq!(
+            (v["name"].as_str(), v["repeat_window_days"].as_i64()),
+            (Some("Shop RU"), Some(30)),
+            "a refused patch changes nothing"
+        );
 
         let (s, pool) = srv
             .call(

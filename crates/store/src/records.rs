@@ -42,6 +42,8 @@ pub struct Site {
     pub site_numbers: Vec<String>,
     /// Where calls to tracking numbers are forwarded (E.164).
     pub forward_to: Option<String>,
+    /// A caller counts as a repeat caller within this many days of an earlier call.
+    pub repeat_window_days: i64,
     /// The key the snippet carries to identify the site; public.
     pub public_key: String,
     #[schema(value_type = String, format = DateTime)]

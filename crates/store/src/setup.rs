@@ -54,6 +54,7 @@ fn site_row(r: &AnyRow) -> Result<Site> {
         default_region: r.try_get("default_region")?,
         site_numbers: parse_list(&r.try_get::<String, _>("site_numbers")?),
         forward_to: r.try_get("forward_to")?,
+        repeat_window_days: r.try_get("repeat_window_days")?,
         public_key: r.try_get("public_key")?,
         created_at: from_ms(r.try_get("created_at")?),
         updated_at: from_ms(r.try_get("updated_at")?),
@@ -97,8 +98,10 @@ fn number_row(r: &AnyRow) -> Result<TrackingNumber> {
     })
 }
 
-const SITE_COLS: &str = "id, account_id, name, domains, timezone, default_region, site_numbers, \
+const SITE_INSERT: &str = "id, account_id, name, domains, timezone, default_region, site_numbers, \
                          forward_to, public_key, created_at, updated_at";
+const SITE_COLS: &str = "id, account_id, name, domains, timezone, default_region, site_numbers, \
+                         forward_to, public_key, created_at, updated_at, repeat_window_days";
 const POOL_COLS: &str = "id, site_id, name, hold_minutes, on_exhaustion, created_at, updated_at";
 const SOURCE_COLS: &str = "id, site_id, name, channel, description, created_at, updated_at";
 const RULE_COLS: &str =
@@ -259,13 +262,14 @@ impl Store {
                 .map(|p| p.as_str().to_owned())
                 .collect(),
             forward_to: spec.forward_to.as_ref().map(|p| p.as_str().to_owned()),
+            repeat_window_days: 90,
             public_key: format!("ctk_{}", random_hex(12)),
             created_at: now,
             updated_at: now,
         };
         let _guard = self.write_guard().await;
         sqlx::query(&format!(
-            "INSERT INTO sites ({SITE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            "INSERT INTO sites ({SITE_INSERT}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         ))
         .bind(&site.id)
         .bind(&site.account_id)
@@ -293,6 +297,33 @@ impl Store {
         .await?
         .ok_or(StoreError::NotFound("site"))?;
         site_row(&r)
+    }
+
+    /// How many days back a caller counts as a repeat caller of the site (1-3650).
+    pub async fn set_repeat_window(
+        &self,
+        account_id: &str,
+        site_id: &str,
+        days: i64,
+    ) -> Result<Site> {
+        if !(1..=3650).contains(&days) {
+            return Err(Invalid::field("repeat_window_days", "1-3650 days").into());
+        }
+        let guard = self.write_guard().await;
+        let n = sqlx::query(
+            "UPDATE sites SET repeat_window_days = $1 WHERE account_id = $2 AND id = $3",
+        )
+        .bind(days)
+        .bind(account_id)
+        .bind(site_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        drop(guard);
+        if n == 0 {
+            return Err(StoreError::NotFound("site"));
+        }
+        self.get_site(account_id, site_id).await
     }
 
     /// A site by id, whatever its account (for the operator's command line).

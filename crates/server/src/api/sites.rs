@@ -28,6 +28,8 @@ pub struct SiteCreate {
     pub site_numbers: Vec<String>,
     /// Where calls to tracking numbers are forwarded.
     pub forward_to: Option<String>,
+    /// A caller counts as a repeat caller within this many days (default 90).
+    pub repeat_window_days: Option<i64>,
 }
 
 /// Fields to change; absent fields stay as they are, `forward_to: null` clears it.
@@ -42,6 +44,7 @@ pub struct SitePatch {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub forward_to: Option<Option<String>>,
+    pub repeat_window_days: Option<i64>,
 }
 
 /// A site, with the line to paste into its pages.
@@ -92,6 +95,16 @@ pub async fn list_sites(
     }))
 }
 
+fn check_window(days: Option<i64>) -> Result<(), calltrail_core::Invalid> {
+    match days {
+        Some(d) if !(1..=3650).contains(&d) => Err(calltrail_core::Invalid::field(
+            "repeat_window_days",
+            "1-3650 days",
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[utoipa::path(post, path = "/api/v1/sites", tag = "sites", request_body = SiteCreate,
     responses((status = 201, body = SiteOut), (status = 422, body = Problem), (status = 400, body = Problem)))]
 pub async fn create_site(
@@ -107,7 +120,14 @@ pub async fn create_site(
         site_numbers: &body.site_numbers,
         forward_to: body.forward_to.as_deref(),
     })?;
-    let site = st.store.create_site(&auth.account_id, &spec).await?;
+    check_window(body.repeat_window_days)?;
+    let mut site = st.store.create_site(&auth.account_id, &spec).await?;
+    if let Some(days) = body.repeat_window_days {
+        site = st
+            .store
+            .set_repeat_window(&auth.account_id, &site.id, days)
+            .await?;
+    }
     Ok((StatusCode::CREATED, Json(st.site_out(site))))
 }
 
@@ -146,10 +166,17 @@ pub async fn update_site(
         site_numbers: patch.site_numbers.as_deref().unwrap_or(&cur.site_numbers),
         forward_to: forward_to.as_deref(),
     })?;
-    let site = st
+    check_window(patch.repeat_window_days)?;
+    let mut site = st
         .store
         .update_site(&auth.account_id, &site_id, &spec)
         .await?;
+    if let Some(days) = patch.repeat_window_days {
+        site = st
+            .store
+            .set_repeat_window(&auth.account_id, &site_id, days)
+            .await?;
+    }
     Ok(Json(st.site_out(site)))
 }
 
