@@ -42,6 +42,8 @@ enum Command {
     /// Accounts and API tokens
     #[command(subcommand)]
     Admin(Admin),
+    /// Simulate traffic against pool strategies: attribution accuracy and pool sizing
+    Simulate(calltrail_sim::SimulateArgs),
 }
 
 #[derive(Subcommand)]
@@ -146,6 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(&cfg, &cfg.log_level);
             serve(&cfg, true).await
         }
+        Command::Simulate(args) => calltrail_sim::run(args).await,
         Command::Admin(admin) => {
             init_logging(&cfg, "warn");
             let store = open_store(&cfg).await?;

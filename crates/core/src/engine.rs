@@ -136,22 +136,43 @@ pub fn allocate(
         };
     }
     let free = |s: &&Slot| s.live_at(now).is_none();
-    // 2. A number this session or visitor had before is free: take it back.
+    // 2. A number this session or visitor had before is free and nobody held it since:
+    //    take it back. (Taking back a number someone else held since would take it from
+    //    under that holder's late callers.)
     for prev in req.held_before {
-        if slots.iter().filter(free).any(|s| &s.number_id == prev) {
+        if slots.iter().filter(free).any(|s| {
+            &s.number_id == prev
+                && s.latest
+                    .as_ref()
+                    .is_none_or(|l| l.visitor_id == req.visitor_id)
+        }) {
             return Allocation::Regain {
                 number_id: prev.clone(),
             };
         }
     }
-    // 3. The free number idle the longest, so the gap between two holders is widest.
-    if let Some(s) = slots.iter().filter(free).min_by(|a, b| {
+    // 3. A never-used number, else the free number idle the longest among those whose last
+    //    holder came from the same source (a late call from a saved number then still
+    //    lands on the right source), else the free number idle the longest: the gap
+    //    between two holders is as wide as it can be.
+    let idle_longest = |a: &&Slot, b: &&Slot| {
         a.idle_since()
             .cmp(&b.idle_since())
             .then_with(|| a.number_id.cmp(&b.number_id))
-    }) {
+    };
+    if let Some(lra) = slots.iter().filter(free).min_by(idle_longest) {
+        let pick = if lra.latest.is_none() {
+            lra
+        } else {
+            slots
+                .iter()
+                .filter(free)
+                .filter(|s| s.latest.as_ref().is_some_and(|l| l.source == req.source))
+                .min_by(idle_longest)
+                .unwrap_or(lra)
+        };
         return Allocation::Fresh {
-            number_id: s.number_id.clone(),
+            number_id: pick.number_id.clone(),
         };
     }
     // 4. None free: the pool's policy decides.
@@ -284,33 +305,43 @@ pub fn match_call(f: &CallFacts<'_>) -> Match {
                 confidence: 0.99,
             };
         }
-        if let Some(k) = known {
-            // The phone that calls belongs to a visitor who held this number before: a
-            // returning caller, not the visitor who holds it now.
-            return Match {
-                method: MatchMethod::CallerHistory,
-                lease_id: Some(k.id.clone()),
-                confidence: 0.9,
-            };
-        }
-        return Match {
-            method: MatchMethod::Dynamic,
-            lease_id: Some(l.id.clone()),
-            confidence: dynamic_confidence(l, f.at),
-        };
     }
     if let Some(k) = known {
+        // The phone that calls belongs to a visitor who held this number before: a
+        // returning caller, not the visitor who holds it now. As sure as the earlier call
+        // that taught us the phone (which the store counts from 0.85 up).
         return Match {
             method: MatchMethod::CallerHistory,
             lease_id: Some(k.id.clone()),
-            confidence: 0.9,
+            confidence: CALLER_HISTORY_CONFIDENCE,
         };
     }
-    match past.into_iter().max_by(|a, b| by_time(a, b)) {
-        Some(l) => Match {
-            method: MatchMethod::DynamicLate,
+    // Weigh every holder by how likely a call from them is now: the visitor on the page
+    // far above one who left minutes ago, far above one who left days ago (who may still
+    // call from a saved number). The likeliest takes the call; its share of the weight,
+    // against everyone else's and a background of strangers, is how sure we are.
+    let mut best: Option<(&Lease, f64)> = None;
+    let mut total = BACKGROUND_RATE;
+    for l in &past {
+        let w = call_rate(l, f.at);
+        total += w;
+        let better = match best {
+            None => true,
+            Some((b, bw)) => w.total_cmp(&bw).then_with(|| by_time(l, b)).is_gt(),
+        };
+        if better {
+            best = Some((l, w));
+        }
+    }
+    match best {
+        Some((l, w)) => Match {
+            method: if l.covers(f.at) {
+                MatchMethod::Dynamic
+            } else {
+                MatchMethod::DynamicLate
+            },
             lease_id: Some(l.id.clone()),
-            confidence: late_confidence(f.at - l.end()),
+            confidence: confidence_of(w / total),
         },
         None => Match::none(MatchMethod::Unmatched, 0.0),
     }
@@ -321,26 +352,65 @@ fn by_time(a: &Lease, b: &Lease) -> std::cmp::Ordering {
     a.leased_at.cmp(&b.leased_at).then_with(|| a.id.cmp(&b.id))
 }
 
-/// A call inside the hold: surest while the visitor is on the page.
-fn dynamic_confidence(l: &Lease, at: Millis) -> f64 {
-    let idle = at - l.last_activity;
-    if idle <= 3 * MINUTE {
-        return 0.95;
-    }
-    let hold = (l.hold_until - l.last_activity).max(1);
-    let share = (idle as f64 / hold as f64).clamp(0.0, 1.0);
-    0.9 - 0.15 * share
+/// A returning caller's match: the earlier calls it rests on were at least 0.85 sure.
+pub const CALLER_HISTORY_CONFIDENCE: f64 = 0.88;
+
+/// A holder counts as on the page while active within this long (heartbeats come every
+/// 30 s from a visible tab).
+pub const ON_PAGE: Millis = 3 * MINUTE;
+
+/// Calls per minute from a visitor on the page, relative to the delay prior below: about
+/// half of all calls come during the visit, and visits last minutes.
+const ON_PAGE_RATE: f64 = 0.08;
+
+/// Calls per minute from someone who is not among the number's holders (a misdial, a
+/// holder older than the leases given, a number copied elsewhere).
+const BACKGROUND_RATE: f64 = 2e-4;
+
+/// The prior of when visitors call after they leave (per minute, for idle time up to the
+/// bound): a quarter within 15 minutes, a tenth within half an hour, about a quarter over
+/// hours and days from a saved number. `calltrail simulate` measures how well calibrated it
+/// is (docs/simulation.md).
+const DELAY_PRIOR: [(Millis, f64); 7] = [
+    (15 * MINUTE, 0.25 / 15.0),
+    (30 * MINUTE, 0.10 / 15.0),
+    (HOUR, 0.02 / 30.0),
+    (12 * HOUR, 0.12 / 660.0),
+    (24 * HOUR, 0.03 / 720.0),
+    (4 * 24 * HOUR, 0.08 / 4320.0),
+    (30 * 24 * HOUR, 0.03 / 37_440.0),
+];
+
+/// How likely (per minute, relative) a call at `at` comes from this lease's holder.
+fn call_rate(l: &Lease, at: Millis) -> f64 {
+    let seen_until = l.last_activity.min(l.end());
+    let idle = (at - seen_until).max(0);
+    let on_page = if l.covers(at) && idle <= ON_PAGE {
+        ON_PAGE_RATE
+    } else {
+        0.0
+    };
+    let after = DELAY_PRIOR
+        .iter()
+        .find(|(upto, _)| idle <= *upto)
+        .map_or(0.0, |(_, r)| *r);
+    on_page + after
 }
 
-/// A call after the hold ran out: the later, the less sure.
-fn late_confidence(late: Millis) -> f64 {
-    if late <= HOUR {
-        0.6
-    } else if late <= 24 * HOUR {
-        0.4
+/// A probability that the match is right, as the confidence stored with the call: 0.9
+/// stands for 99 in 100, 0.85 for 9 in 10 (the store trusts a caller's earlier calls from
+/// there), 0.5 for a coin toss.
+fn confidence_of(p: f64) -> f64 {
+    let c = if p >= 0.99 {
+        0.9 + (p - 0.99) * 8.0
+    } else if p >= 0.9 {
+        0.85 + (p - 0.9) / 0.09 * 0.05
+    } else if p >= 0.5 {
+        0.5 + (p - 0.5) / 0.4 * 0.35
     } else {
-        0.2
-    }
+        p
+    };
+    (c.clamp(0.0, 0.98) * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]
@@ -395,7 +465,8 @@ mod tests {
             },
             Slot {
                 number_id: "n3".into(),
-                latest: Some(lease("l3", "n3", "s3", "v3", "google", 0, 2 * MINUTE, H)),
+                // The requester's visitor `v` held n3 last.
+                latest: Some(lease("l3", "n3", "s3", "v", "google", 0, 2 * MINUTE, H)),
             },
         ];
         let now = 12 * MINUTE;
@@ -628,5 +699,174 @@ mod tests {
         assert!(a.covers(12 * MINUTE));
         assert!(!a.covers(13 * MINUTE));
         assert_eq!(a.end(), 12 * MINUTE);
+    }
+
+    #[test]
+    fn fresh_numbers_stay_with_their_source() {
+        // n1 (google) idle since 0, n2 (yandex) idle since 5: a yandex visitor gets n2, a
+        // google visitor n1, a vk visitor the one idle longest (n1).
+        let slots = vec![
+            Slot {
+                number_id: "n1".into(),
+                latest: Some(lease("l1", "n1", "s1", "v1", "google", 0, 0, H)),
+            },
+            Slot {
+                number_id: "n2".into(),
+                latest: Some(lease("l2", "n2", "s2", "v2", "yandex", 0, 5 * MINUTE, H)),
+            },
+        ];
+        let now = HOUR;
+        let who = |source| Requester {
+            source,
+            ..req("new", &[])
+        };
+        for (source, want) in [("yandex", "n2"), ("google", "n1"), ("vk", "n1")] {
+            assert_eq!(
+                allocate(&slots, &who(source), ExhaustionPolicy::Fallback, now),
+                Allocation::Fresh {
+                    number_id: want.into()
+                },
+                "{source}"
+            );
+        }
+        // A never-used number goes first, whatever the source.
+        let mut with_new = slots.clone();
+        with_new.push(Slot {
+            number_id: "n3".into(),
+            latest: None,
+        });
+        assert_eq!(
+            allocate(&with_new, &who("yandex"), ExhaustionPolicy::Fallback, now),
+            Allocation::Fresh {
+                number_id: "n3".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_number_someone_else_held_since_is_not_regained() {
+        // v held n1, then w did; n1 is free again. v does not take it from w's late callers.
+        let slots = vec![
+            Slot {
+                number_id: "n1".into(),
+                latest: Some(lease("l9", "n1", "sw", "w", "google", 0, MINUTE, H)),
+            },
+            Slot {
+                number_id: "n2".into(),
+                latest: Some(lease("l8", "n2", "sx", "x", "google", 0, 2 * MINUTE, H)),
+            },
+        ];
+        let held = vec!["n2".to_owned(), "n1".to_owned()];
+        let r = Requester {
+            visitor_id: "w",
+            ..req("new", &held)
+        };
+        // w held n1 last: regained, although n2 is listed first (x held n2 since).
+        assert_eq!(
+            allocate(&slots, &r, ExhaustionPolicy::Fallback, HOUR),
+            Allocation::Regain {
+                number_id: "n1".into()
+            }
+        );
+        let r = Requester {
+            visitor_id: "v",
+            ..req("new", &held)
+        };
+        assert_eq!(
+            allocate(&slots, &r, ExhaustionPolicy::Fallback, HOUR),
+            Allocation::Fresh {
+                number_id: "n1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn confidence_weighs_earlier_holders_who_may_call_late() {
+        // A quiet number: one holder, on the page. Near certain.
+        let now = 10 * HOUR;
+        let on_page = lease(
+            "lz",
+            "n",
+            "sz",
+            "vz",
+            "google",
+            now - MINUTE,
+            now - MINUTE,
+            H,
+        );
+        let quiet = vec![on_page.clone()];
+        let f = CallFacts {
+            kind: Some(NumberKind::Pool),
+            at: now,
+            leases: &quiet,
+            caller_visitors: &[],
+        };
+        let m = match_call(&f);
+        assert_eq!(m.lease_id.as_deref(), Some("lz"));
+        assert!(m.confidence >= 0.9, "{}", m.confidence);
+        // A busy number: forty visitors held it over the last hours and may call from a
+        // saved number. The visitor on the page is still the likeliest, but not 99 in 100.
+        let mut busy: Vec<Lease> = (0..40)
+            .map(|i| {
+                let t = now - 8 * HOUR + i * 10 * MINUTE;
+                let id = format!("l{i:02}");
+                lease(
+                    &id,
+                    "n",
+                    &format!("s{i}"),
+                    &format!("v{i}"),
+                    "google",
+                    t,
+                    t + 2 * MINUTE,
+                    H,
+                )
+            })
+            .collect();
+        busy.push(on_page);
+        let f = CallFacts { leases: &busy, ..f };
+        let m = match_call(&f);
+        assert_eq!(
+            (m.method, m.lease_id.as_deref()),
+            (MatchMethod::Dynamic, Some("lz"))
+        );
+        assert!(m.confidence < 0.9 && m.confidence > 0.5, "{}", m.confidence);
+        // Between holders, the one who left minutes ago beats the one who left hours ago.
+        let a = lease("la", "n", "sa", "va", "google", 0, HOUR, H);
+        let b = lease(
+            "lb",
+            "n",
+            "sb",
+            "vb",
+            "google",
+            2 * HOUR,
+            2 * HOUR + MINUTE,
+            H,
+        );
+        let two = vec![a, b];
+        let f = CallFacts {
+            kind: Some(NumberKind::Pool),
+            at: 2 * HOUR + 20 * MINUTE,
+            leases: &two,
+            caller_visitors: &[],
+        };
+        let m = match_call(&f);
+        assert_eq!(
+            (m.method, m.lease_id.as_deref()),
+            (MatchMethod::DynamicLate, Some("lb"))
+        );
+    }
+
+    #[test]
+    fn confidence_scale_is_monotonic() {
+        let mut last = -1.0;
+        for i in 0..=1000 {
+            let c = confidence_of(f64::from(i) / 1000.0);
+            assert!(c >= last, "{i}");
+            assert!((0.0..=0.98).contains(&c));
+            last = c;
+        }
+        assert!((confidence_of(0.99) - 0.9).abs() < 1e-9);
+        assert!((confidence_of(0.9) - 0.85).abs() < 1e-9);
+        assert!(confidence_of(0.989) < 0.9);
     }
 }

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod phone;
 pub mod rules;
 pub mod setup;
+pub mod sizing;
 pub mod traffic;
 pub mod validate;
 

@@ -426,8 +426,9 @@ impl Store {
         .map(|r| r.try_get("number_id"))
         .collect::<Result<_, _>>()?;
         // `engine::allocate` over the whole pool decides as it does over the only slots it
-        // can pick: the session's own, those held before, and the free one idle the longest
-        // (chosen here in SQL, same order: never used first, then `last_activity`, then id).
+        // can pick: the session's own, those held before, the free one idle the longest
+        // (chosen here in SQL, same order: never used first, then `last_activity`, then id),
+        // and the free one idle the longest whose last holder had the session's source.
         // Reading every number each visit made a visit cost grow with the pool. Reuse
         // compares the live leases, so it still reads them all.
         let mut sql = format!(
@@ -445,16 +446,23 @@ impl Store {
                  WHERE n2.pool_id = $1 AND n2.kind = 'pool' AND (l2.id IS NULL OR $3 > CASE \
                  WHEN l2.ended_at IS NOT NULL AND l2.ended_at < l2.hold_until THEN l2.ended_at \
                  ELSE l2.hold_until END) \
-                 ORDER BY CASE WHEN l2.id IS NULL THEN 0 ELSE 1 END, l2.last_activity, n2.id LIMIT 1)",
+                 ORDER BY CASE WHEN l2.id IS NULL THEN 0 ELSE 1 END, l2.last_activity, n2.id LIMIT 1) \
+                 OR n.id = (SELECT n3.id FROM tracking_numbers n3 \
+                 JOIN number_state st3 ON st3.number_id = n3.id \
+                 JOIN leases l3 ON l3.id = st3.lease_id \
+                 WHERE n3.pool_id = $1 AND n3.kind = 'pool' AND l3.source = $4 AND $3 > CASE \
+                 WHEN l3.ended_at IS NOT NULL AND l3.ended_at < l3.hold_until THEN l3.ended_at \
+                 ELSE l3.hold_until END \
+                 ORDER BY l3.last_activity, n3.id LIMIT 1)",
             );
             for i in 0..held_before.len() {
-                let _ = write!(sql, " OR n.id = ${}", i + 4);
+                let _ = write!(sql, " OR n.id = ${}", i + 5);
             }
             sql.push(')');
         }
         let mut q = sqlx::query(&sql).bind(&pool.pool_id);
         if narrow {
-            q = q.bind(&s.id).bind(now);
+            q = q.bind(&s.id).bind(now).bind(&s.source);
             for h in &held_before {
                 q = q.bind(h);
             }
