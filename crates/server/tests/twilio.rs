@@ -595,3 +595,100 @@ async fn twilio_without_recording_or_forward_number() {
     })
     .await;
 }
+
+/// Telnyx TeXML: Twilio's parameters, signed with Ed25519 over `timestamp|body`.
+#[tokio::test]
+async fn telnyx_texml_signed_with_ed25519() {
+    use ed25519_dalek::{Signer, SigningKey};
+    let signing = SigningKey::from_bytes(&[7u8; 32]);
+    let public =
+        base64::engine::general_purpose::STANDARD.encode(signing.verifying_key().to_bytes());
+    each_backend(|srv: TestServer| {
+        let (signing, public) = (signing.clone(), public.clone());
+        async move {
+            let s = setup(&srv, json!({"telnyx_public_key": public})).await;
+            let url = format!("{}/voice", s.base);
+            let params = voice_params("v3:telnyx-call-1", "+79161112233", "+74952000050");
+            let body = serde_urlencoded_body(&params);
+            let send = |ts: i64, sig_key: &SigningKey, body: String| {
+                let mut msg = ts.to_string().into_bytes();
+                msg.push(b'|');
+                msg.extend_from_slice(body.as_bytes());
+                let sig =
+                    base64::engine::general_purpose::STANDARD.encode(sig_key.sign(&msg).to_bytes());
+                srv.http
+                    .post(&url)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("telnyx-timestamp", ts.to_string())
+                    .header("telnyx-signature-ed25519", sig)
+                    .body(body)
+                    .send()
+            };
+            let now = jiff::Timestamp::now().as_second();
+            // A wrong key, an old timestamp, a tampered body: refused, nothing stored.
+            let other = SigningKey::from_bytes(&[9u8; 32]);
+            assert_eq!(send(now, &other, body.clone()).await.unwrap().status(), 401);
+            assert_eq!(
+                send(now - 3600, &signing, body.clone())
+                    .await
+                    .unwrap()
+                    .status(),
+                401
+            );
+            let mut msg = now.to_string().into_bytes();
+            msg.push(b'|');
+            msg.extend_from_slice(body.as_bytes());
+            let sig =
+                base64::engine::general_purpose::STANDARD.encode(signing.sign(&msg).to_bytes());
+            let tampered = srv
+                .http
+                .post(&url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("telnyx-timestamp", now.to_string())
+                .header("telnyx-signature-ed25519", sig)
+                .body(body.replace("79161112233", "79160000000"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(tampered.status(), 401);
+            assert!(calls(&srv, &s.tok).await.is_empty());
+            // Signed right: TwiML back and the call stored.
+            let res = send(now, &signing, body.clone()).await.unwrap();
+            assert_eq!(res.status(), 200);
+            assert!(res.text().await.unwrap().contains("<Dial"));
+            let stored = calls(&srv, &s.tok).await;
+            assert_eq!(stored.len(), 1);
+            assert_eq!(
+                (stored[0]["caller"].as_str(), stored[0]["source"].as_str()),
+                (Some("+79161112233"), Some("billboard"))
+            );
+            srv
+        }
+    })
+    .await;
+}
+
+fn serde_urlencoded_body(params: &[(&str, &str)]) -> String {
+    let mut ser = String::new();
+    for (i, (k, v)) in params.iter().enumerate() {
+        if i > 0 {
+            ser.push('&');
+        }
+        ser.push_str(&urlencode(k));
+        ser.push('=');
+        ser.push_str(&urlencode(v));
+    }
+    ser
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_owned(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

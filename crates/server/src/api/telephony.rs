@@ -101,6 +101,7 @@ pub async fn create_connection(
     }
     let mut generated = None;
     match provider.as_str() {
+        "twilio" if secret.is_none() && settings.get("telnyx_public_key").is_some() => {}
         "twilio" | "zadarma" | "asterisk_ami" if secret.is_none() => errs.push(
             "secret",
             match provider.as_str() {

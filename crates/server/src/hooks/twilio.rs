@@ -248,6 +248,22 @@ async fn accept(
         uri.path_and_query().map_or(uri.path(), |p| p.as_str())
     );
     let params = parse_form(body);
+    if let Some(key) = conn
+        .settings
+        .get("telnyx_public_key")
+        .and_then(|v| v.as_str())
+    {
+        // Telnyx TeXML speaks Twilio's parameters but signs with Ed25519.
+        if let Err(why) =
+            telnyx_signature_ok(key, headers, body, jiff::Timestamp::now().as_second())
+        {
+            st.metrics.count(
+                "calltrail_webhook_rejected_total{provider=\"twilio\",reason=\"signature\"}",
+            );
+            return Err(ApiError::Unauthorized(why));
+        }
+        return load(st, conn, params, body).await;
+    }
     let token = conn.secret.clone().unwrap_or_default();
     let given = headers
         .get(SIGNATURE_HEADER)
@@ -268,6 +284,16 @@ async fn accept(
             "X-Twilio-Signature does not match (HMAC-SHA1 with the Auth Token over the public URL and the sorted parameters)",
         ));
     }
+    load(st, conn, params, body).await
+}
+
+async fn load(
+    st: &AppState,
+    conn: Connection,
+    params: Vec<(String, String)>,
+    body: &Bytes,
+) -> Result<Hook, ApiError> {
+    let public = st.config.public_url.trim_end_matches('/');
     let site = st.store.get_site(&conn.account_id, &conn.site_id).await?;
     let region = Region::parse(&site.default_region)?;
     let base = format!("{public}/hooks/twilio/{}", conn.hook_key);
@@ -279,6 +305,48 @@ async fn accept(
         raw: String::from_utf8_lossy(body).into_owned(),
         base,
     })
+}
+
+/// Telnyx's webhook signature: Ed25519 over `{telnyx-timestamp}|{raw body}` with the
+/// account's public key (base64), the timestamp within five minutes of `now_s`.
+pub fn telnyx_signature_ok(
+    public_key_b64: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    now_s: i64,
+) -> Result<(), &'static str> {
+    use base64::Engine as _;
+    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+    const BAD: &str = "telnyx-signature-ed25519 does not verify (Ed25519 over `timestamp|body` with the account's public key)";
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key: [u8; 32] = b64
+        .decode(public_key_b64.trim())
+        .ok()
+        .and_then(|k| k.try_into().ok())
+        .ok_or("the connection's telnyx_public_key is not a base64 Ed25519 public key")?;
+    let key = VerifyingKey::from_bytes(&key)
+        .map_err(|_| "the connection's telnyx_public_key is not a valid Ed25519 key")?;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let ts = header("telnyx-timestamp").ok_or(BAD)?;
+    let when: i64 = ts.parse().map_err(|_| BAD)?;
+    if (now_s - when).abs() > 300 {
+        return Err("telnyx-timestamp is more than five minutes away (a replay?)");
+    }
+    let sig: [u8; 64] = header("telnyx-signature-ed25519")
+        .and_then(|s| b64.decode(s).ok())
+        .and_then(|s| s.try_into().ok())
+        .ok_or(BAD)?;
+    let mut msg = Vec::with_capacity(ts.len() + 1 + body.len());
+    msg.extend_from_slice(ts.as_bytes());
+    msg.push(b'|');
+    msg.extend_from_slice(body);
+    key.verify(&msg, &Signature::from_bytes(&sig))
+        .map_err(|_| BAD)
 }
 
 fn now_ms() -> i64 {
