@@ -82,10 +82,28 @@ async fn fetch(st: &AppState, call_id: &str, url: &str) -> anyhow::Result<()> {
 /// Fetch a call's recording in the background, retrying a few times; the sweeper picks
 /// up whatever still fails.
 pub fn fetch_later(st: &AppState, call_id: String, url: String) {
+    let resolve = move |_st: AppState| {
+        let url = url.clone();
+        async move { anyhow::Ok(url) }
+    };
+    fetch_resolved_later(st, call_id, resolve);
+}
+
+/// Like [`fetch_later`], for providers that hand out a short-lived link on request (asked
+/// again on every attempt).
+pub fn fetch_resolved_later<F, Fut>(st: &AppState, call_id: String, resolve: F)
+where
+    F: Fn(AppState) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<String>> + Send,
+{
     let st = st.clone();
     tokio::spawn(async move {
         for attempt in 0..3u32 {
-            match fetch(&st, &call_id, &url).await {
+            let got = match resolve(st.clone()).await {
+                Ok(url) => fetch(&st, &call_id, &url).await,
+                Err(e) => Err(e),
+            };
+            match got {
                 Ok(()) => {
                     st.metrics.count("calltrail_recordings_fetched_total");
                     return;

@@ -298,3 +298,105 @@ async fn zadarma_rejects_bad_signatures_and_bodies() {
     })
     .await;
 }
+
+/// NOTIFY_RECORD carries no URL: with the API key set, calltrail asks Zadarma's API for the
+/// recording's link (signed as Zadarma's `Client.php` signs) and keeps the file.
+#[tokio::test]
+async fn zadarma_recordings_are_fetched_through_the_api() {
+    use md5::Digest as _;
+    const KEY: &str = "3f9a1e0c7b2d";
+    const REC: &str = "1593789012.3456789";
+    let audio: Vec<u8> = (0..3000u32).map(|i| (i % 7) as u8).collect();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let (api, audio, asked) = (api.clone(), audio.clone(), asked.clone());
+        tokio::spawn(async move {
+            let app = axum::Router::new()
+                .route(
+                    "/v1/pbx/record/request/",
+                    axum::routing::get(move |headers: axum::http::HeaderMap, q: axum::extract::RawQuery| {
+                        let (api, asked) = (api.clone(), asked.clone());
+                        async move {
+                            // The documented scheme, computed here independently.
+                            let query = q.0.unwrap_or_default();
+                            let md5 = hex::encode(md5::Md5::digest(query.as_bytes()));
+                            let expect = format!("{KEY}:{}", php_signature(SECRET, &format!("/v1/pbx/record/request/{query}{md5}")));
+                            let given = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+                            if given != expect || query != format!("call_id={REC}&format=json") {
+                                return axum::Json(json!({"status": "error", "message": "Not authorized"}));
+                            }
+                            asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            axum::Json(json!({"status": "success", "link": format!("{api}/media/rec.mp3"), "lifetime_till": "2026-11-24 10:00:00"}))
+                        }
+                    }),
+                )
+                .route(
+                    "/media/rec.mp3",
+                    axum::routing::get(move || {
+                        let audio = audio.clone();
+                        async move { ([("content-type", "audio/mpeg")], audio) }
+                    }),
+                );
+            axum::serve(listener, app).await.unwrap();
+        });
+    }
+    each_backend(|srv: TestServer| {
+        let (api, audio) = (api.clone(), audio.clone());
+        async move {
+            let (tok, url, _) = setup(&srv, json!({"api_key": KEY, "api_url": api})).await;
+            let (start, _) = pbx_time(60);
+            let (s, _) = notify(
+                &srv,
+                &url,
+                SECRET,
+                &[
+                    ("event", "NOTIFY_START"),
+                    ("call_start", &start),
+                    ("pbx_call_id", "in_rec1"),
+                    ("caller_id", "79161112233"),
+                    ("called_did", "74952000050"),
+                ],
+            )
+            .await;
+            assert_eq!(s, 200);
+            let (s, _) = notify(
+                &srv,
+                &url,
+                SECRET,
+                &[
+                    ("event", "NOTIFY_RECORD"),
+                    ("call_id_with_rec", REC),
+                    ("pbx_call_id", "in_rec1"),
+                ],
+            )
+            .await;
+            assert_eq!(s, 200);
+            let mut id = None;
+            for _ in 0..100 {
+                let c = calls(&srv, &tok).await;
+                if c.first().is_some_and(|c| c["has_recording"] == true) {
+                    id = c[0]["id"].as_str().map(str::to_owned);
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            let id = id.expect("the recording was not fetched through the API");
+            let r = srv
+                .http
+                .get(srv.url(&format!("/api/v1/calls/{id}/recording")))
+                .bearer_auth(&tok)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.bytes().await.unwrap().as_ref(), audio.as_slice());
+            srv
+        }
+    })
+    .await;
+    assert!(
+        asked.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the API was never asked with a valid signature"
+    );
+}

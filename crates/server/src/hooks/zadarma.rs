@@ -358,11 +358,105 @@ pub async fn hook(
         CallEventKind::Recording | CallEventKind::Started => {}
     }
     let (call, created) = ingest(&st, &ev).await?;
+    if kind == CallEventKind::Recording && !call.has_recording {
+        if let (Some(rec), Some(api_key), Some(secret)) = (
+            n.get("call_id_with_rec").map(str::to_owned),
+            setting(&conn, "api_key").map(str::to_owned),
+            conn.secret.clone(),
+        ) {
+            let api = setting(&conn, "api_url").unwrap_or(API_URL).to_owned();
+            crate::recordings::fetch_resolved_later(&st, call.id.clone(), move |st: AppState| {
+                let (api, api_key, secret, rec) =
+                    (api.clone(), api_key.clone(), secret.clone(), rec.clone());
+                async move { recording_link(&st, &api, &api_key, &secret, &rec).await }
+            });
+        }
+    }
     if kind == CallEventKind::Started {
         return Ok(Json(start_reply(&conn, &site, &call)).into_response());
     }
     Ok(Json(serde_json::json!({"ok": true, "call_id": call.id, "created": created, "status": call.status}))
         .into_response())
+}
+
+/// Zadarma's API (the same for Novofon's, set `api_url`).
+pub const API_URL: &str = "https://api.zadarma.com";
+
+/// `application/x-www-form-urlencoded` as PHP's `http_build_query(..., PHP_QUERY_RFC1738)`.
+fn php_query(params: &[(&str, &str)]) -> String {
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                b' ' => "+".to_owned(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    params
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The `Authorization` header of a Zadarma API call: `key:base64(hex(HMAC-SHA1(secret,
+/// method + params + md5(params))))`, params sorted by name (Zadarma's `Client.php`).
+pub fn api_authorization(
+    key: &str,
+    secret: &str,
+    method: &str,
+    sorted_params: &[(&str, &str)],
+) -> String {
+    use md5::Digest as _;
+    let query = php_query(sorted_params);
+    let md5 = hex::encode(md5::Md5::digest(query.as_bytes()));
+    format!(
+        "{key}:{}",
+        signature(secret, &format!("{method}{query}{md5}"))
+    )
+}
+
+/// Ask the API for a recording's short-lived link (`GET /v1/pbx/record/request/`).
+async fn recording_link(
+    st: &AppState,
+    api: &str,
+    key: &str,
+    secret: &str,
+    call_id_with_rec: &str,
+) -> anyhow::Result<String> {
+    const METHOD: &str = "/v1/pbx/record/request/";
+    let params = [("call_id", call_id_with_rec), ("format", "json")];
+    let res: serde_json::Value = st
+        .http
+        .get(format!(
+            "{}{METHOD}?{}",
+            api.trim_end_matches('/'),
+            php_query(&params)
+        ))
+        .header(
+            "Authorization",
+            api_authorization(key, secret, METHOD, &params),
+        )
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    if res["status"] != "success" {
+        anyhow::bail!(
+            "zadarma record request: {}",
+            res["message"].as_str().unwrap_or("failed")
+        );
+    }
+    res["link"]
+        .as_str()
+        .or_else(|| res["links"][0].as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("zadarma record request: no link in the answer"))
 }
 
 #[cfg(test)]
