@@ -91,8 +91,7 @@ struct VisitBody {
 #[derive(Debug, Deserialize)]
 struct PingBody {
     site_key: String,
-    #[allow(dead_code)]
-    visitor_id: Option<String>,
+    // `visitor_id` is sent too; the session names the visitor, so it is not read here.
     session_id: String,
     #[serde(rename = "type")]
     kind: Option<String>,
