@@ -233,3 +233,133 @@ async fn recordings_are_fetched_kept_and_served_with_ranges() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn agents_and_connections_refuse_bad_input_and_other_accounts() {
+    each_backend(|srv: TestServer| async move {
+        let (_, tok) = srv.account("A").await;
+        let (_, other) = srv.account("B").await;
+        let site = srv.create_site(&tok).await;
+        let sid = site["id"].as_str().unwrap();
+        let (s, agent) = srv
+            .call(
+                "POST",
+                &format!("/api/v1/sites/{sid}/agents"),
+                &tok,
+                Some(json!({"ext": "101", "name": "Ольга"})),
+            )
+            .await;
+        assert_eq!(s, 201, "{agent}");
+        let (s, v) = srv
+            .call(
+                "POST",
+                &format!("/api/v1/sites/{sid}/agents"),
+                &tok,
+                Some(json!({"ext": "101", "name": "Ivan"})),
+            )
+            .await;
+        assert_eq!(s, 409, "{v}");
+        let (s, v) = srv
+            .call(
+                "POST",
+                &format!("/api/v1/sites/{sid}/agents"),
+                &tok,
+                Some(json!({"ext": " ", "name": "Ivan"})),
+            )
+            .await;
+        assert_eq!((s, v["errors"][0]["field"].as_str()), (422, Some("ext")));
+        let (s, _) = srv
+            .call(
+                "POST",
+                &format!("/api/v1/sites/{sid}/agents"),
+                &other,
+                Some(json!({"ext": "102", "name": "X"})),
+            )
+            .await;
+        assert_eq!(s, 404, "another account cannot add agents to this site");
+        let aid = agent["id"].as_str().unwrap();
+        let (s, _) = srv
+            .call(
+                "DELETE",
+                &format!("/api/v1/sites/{sid}/agents/{aid}"),
+                &other,
+                None,
+            )
+            .await;
+        assert_eq!(s, 404);
+        let (_, list) = srv
+            .call("GET", &format!("/api/v1/sites/{sid}/agents"), &tok, None)
+            .await;
+        assert_eq!(
+            list.as_array().unwrap().len(),
+            1,
+            "refused requests changed nothing"
+        );
+        let (s, _) = srv
+            .call(
+                "DELETE",
+                &format!("/api/v1/sites/{sid}/agents/{aid}"),
+                &tok,
+                None,
+            )
+            .await;
+        assert_eq!(s, 204);
+
+        let (_, conn) = srv
+            .call(
+                "POST",
+                &format!("/api/v1/sites/{sid}/telephony"),
+                &tok,
+                Some(json!({"provider": "generic"})),
+            )
+            .await;
+        let cid = conn["id"].as_str().unwrap();
+        let (s, _) = srv
+            .call(
+                "GET",
+                &format!("/api/v1/sites/{sid}/telephony"),
+                &other,
+                None,
+            )
+            .await;
+        assert_eq!(s, 404);
+        let (s, _) = srv
+            .call(
+                "DELETE",
+                &format!("/api/v1/sites/{sid}/telephony/{cid}"),
+                &other,
+                None,
+            )
+            .await;
+        assert_eq!(s, 404);
+        let (s, v) = srv
+            .call(
+                "PATCH",
+                "/api/v1/account",
+                &tok,
+                Some(json!({"colour": "red"})),
+            )
+            .await;
+        assert_eq!((s, v["errors"][0]["field"].as_str()), (422, Some("colour")));
+        // A deleted connection's webhook URL stops working.
+        let (s, _) = srv
+            .call(
+                "DELETE",
+                &format!("/api/v1/sites/{sid}/telephony/{cid}"),
+                &tok,
+                None,
+            )
+            .await;
+        assert_eq!(s, 204);
+        let (s, _) = hook(
+            &srv,
+            conn["webhook_url"].as_str().unwrap(),
+            conn["secret"].as_str().unwrap(),
+            &json!({"event": "call.started", "call_id": "z", "to": "+74951234567"}),
+        )
+        .await;
+        assert_eq!(s, 404);
+        srv
+    })
+    .await;
+}
