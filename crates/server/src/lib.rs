@@ -7,6 +7,7 @@ pub mod demo;
 pub mod error;
 pub mod extract;
 pub mod geoip;
+pub mod heartbeat;
 pub mod hooks;
 pub mod metrics;
 pub mod recordings;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub metrics: Arc<metrics::Metrics>,
     pub sites: Arc<tracking::SiteCache>,
+    /// Heartbeats answered from memory and written back once a second.
+    pub beats: Arc<heartbeat::Heartbeats>,
     /// Outbound HTTP (recordings, integrations).
     pub http: reqwest::Client,
 }
@@ -79,6 +82,7 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::default(),
             sites: Arc::default(),
+            beats: Arc::default(),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
                 .user_agent(concat!("calltrail/", env!("CARGO_PKG_VERSION")))
@@ -140,12 +144,18 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
+    let flusher = heartbeat::spawn_flusher(state.clone());
+    let last = state.clone();
+    let served = axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await
+    .await;
+    flusher.abort();
+    // Heartbeats remembered since the last flush go to the store before we leave.
+    heartbeat::flush(&last).await;
+    served
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -397,3 +397,53 @@ async fn a_database_that_is_down_answers_503_quickly() {
     assert_eq!(r.status(), 200);
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn heartbeats_are_answered_from_memory_and_written_back() {
+    each_backend(|srv: TestServer| async move {
+        let (tok, site, _) = setup(&srv).await;
+        let key = site["public_key"].as_str().unwrap();
+        let sid = site["id"].as_str().unwrap();
+        let (_, _, v) = post(&srv, "/t/v1/visit", Some(ORIGIN), &visit_body(key, &json!({}))).await;
+        let session = v["session_id"].as_str().unwrap().to_owned();
+        let number = v["numbers"][0]["number"].as_str().unwrap().to_owned();
+        let owner = srv.db.store.number_owner(&number).await.unwrap().unwrap();
+        let leased = srv.db.store.number_leases(&owner.number_id).await.unwrap()[0].last_activity;
+
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        let ping = json!({"site_key": key, "session_id": session}).to_string();
+        let (s, h, p) = post(&srv, "/t/v1/ping", Some(ORIGIN), &ping).await;
+        assert_eq!(s, 200);
+        assert_eq!(h["access-control-allow-origin"], ORIGIN);
+        assert_eq!(p["numbers"][0]["number"], number.as_str());
+        assert_eq!(p["ping_s"], 30);
+        // Written back within the flush interval.
+        let mut moved = false;
+        for _ in 0..40 {
+            let l = srv.db.store.number_leases(&owner.number_id).await.unwrap();
+            if l[0].last_activity > leased {
+                assert_eq!(l[0].hold_until - l[0].last_activity, 15 * 60_000);
+                moved = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(moved, "a heartbeat answered from memory never reached the store");
+        let m = srv.http.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(m.contains("calltrail_pings_total{path=\"memory\"} 1"), "{m}");
+
+        // Another site's key cannot ride on this session.
+        let (_, other) = srv.call("POST", "/api/v1/sites", &tok, Some(json!({"name": "Other", "domains": ["shop.example"], "timezone": "UTC", "default_region": "RU"}))).await;
+        let other_ping = json!({"site_key": other["public_key"], "session_id": session}).to_string();
+        let (s, _, _) = post(&srv, "/t/v1/ping", Some(ORIGIN), &other_ping).await;
+        assert_eq!(s, 410);
+        // An API write (that call) made the memory stale: the next ping asks the store.
+        let (s, _, _) = post(&srv, "/t/v1/ping", Some(ORIGIN), &ping).await;
+        assert_eq!(s, 200);
+        let m = srv.http.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(m.contains("calltrail_pings_total{path=\"store\"} 2"), "{m}");
+        let _ = sid;
+        srv
+    })
+    .await;
+}

@@ -90,6 +90,9 @@ pub struct Shown {
     /// The tracking number to show (E.164), `None` to keep the site's own.
     pub number: Option<String>,
     pub allocation: Option<Allocation>,
+    /// The hold of the pool whose number the session holds, when it holds one (a
+    /// heartbeat can then be answered from memory and written back later).
+    pub hold_ms: Option<i64>,
     /// The session was opened for a bot (which sees the site's own number).
     pub is_bot: bool,
 }
@@ -334,6 +337,7 @@ impl Store {
                 number: shown_number.filter(|_| kind.as_deref() == Some("static")),
                 allocation: None,
                 is_bot: false,
+                hold_ms: None,
             },
         };
         tx.commit().await?;
@@ -355,6 +359,7 @@ impl Store {
             number: None,
             allocation: None,
             is_bot: false,
+            hold_ms: None,
         };
         match target {
             Target::None => {}
@@ -382,6 +387,7 @@ impl Store {
                     .await?
                     .rows_affected();
                     if hit == 1 {
+                        shown.hold_ms = Some(pool.hold());
                         shown.number.clone_from(&s.number);
                         shown.allocation = s.number_id.clone().map(|number_id| Allocation::Keep {
                             number_id,
@@ -391,6 +397,7 @@ impl Store {
                     }
                 }
                 let (alloc, number) = self.allocate_in(tx, site_id, s, pool, now).await?;
+                shown.hold_ms = (!matches!(alloc, Allocation::Exhausted)).then(|| pool.hold());
                 shown.number = number;
                 shown.allocation = Some(alloc);
             }
@@ -591,6 +598,37 @@ impl Store {
             .await?;
         }
         Ok((alloc, number))
+    }
+
+    /// Write heartbeats answered from memory: each `(session id, at, hold)` moves the
+    /// session's live lease and activity on, as a heartbeat through the store would. One
+    /// transaction for the lot; a lease that ended meanwhile is left alone.
+    pub async fn flush_heartbeats(&self, beats: &[(String, Millis, Millis)]) -> Result<()> {
+        if beats.is_empty() {
+            return Ok(());
+        }
+        let _guard = self.write_guard().await;
+        let mut tx = self.pool.begin().await?;
+        for (session_id, at, hold) in beats {
+            sqlx::query(
+                "UPDATE leases SET last_activity = $1, hold_until = $2 WHERE session_id = $3 \
+                 AND ended_at IS NULL AND hold_until >= $1 AND last_activity <= $1",
+            )
+            .bind(at)
+            .bind(at + hold)
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE sessions SET last_activity = $1 WHERE id = $2 AND last_activity <= $1",
+            )
+            .bind(at)
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn get_session(&self, site_id: &str, session_id: &str) -> Result<Session> {

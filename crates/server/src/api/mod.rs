@@ -143,6 +143,7 @@ async fn forget_cached_sites(
     let res = next.run(req).await;
     if writes && res.status().is_success() {
         st.sites.clear();
+        st.beats.clear();
     }
     res
 }
