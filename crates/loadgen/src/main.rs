@@ -36,16 +36,17 @@ const SITE_NUMBER: &str = "+74951234567";
 const FALLBACK: &str = "+74959999999";
 const SECTION: &str = "## Tracking endpoint throughput";
 /// Why the endpoints trail the bare handler, from profiling (perf) on the 2-core machine.
-const WHY: &str = "Where the time goes (perf, SQLite): every visit and ping is one write \
+const WHY: &str = "Where the time goes (perf, SQLite): every visit is one write \
 transaction, serialised by the SQLite writer lock, and each statement is a round trip to \
-sqlx's per-connection SQLite worker thread (a ping: BEGIN, 3 statements, COMMIT; a visit: \
-about 10), its rows converted to sqlx `Any` rows. Thread hand-offs in the kernel, \
-malloc/free and the `Any` conversion dominate the profile; SQLite's own work \
-(`sqlite3VdbeExec`) is about 2 %. Reaching 60 % / 30 % of a bare handler that does tens of \
-thousands of requests a second needs the hot path out of per-request transactions (e.g. \
-heartbeats kept in memory and written back in batches, visit inserts batched by one writer \
-task): a design change, not tuning. On PostgreSQL a new visitor holds the pool row lock \
-(`SELECT ... FOR UPDATE`) until its commit, so visits to one pool go one commit at a time.\n";
+sqlx's per-connection SQLite worker thread (a visit: about 10 statements), its rows converted \
+to sqlx `Any` rows. Thread hand-offs in the kernel, malloc/free and the `Any` conversion \
+dominate the profile; SQLite's own work (`sqlite3VdbeExec`) is about 2 %. Heartbeats no longer \
+pay that: a node that answered for a session within 20 s answers its pings from memory and \
+writes them back once a second in one transaction (crates/server/src/heartbeat.rs); the ping \
+row measures that path (the sessions were opened on this node). Visits still need the same \
+change: batching sessions, leases and page views of many visits into one transaction by one \
+writer task. On PostgreSQL a new visitor holds the pool row lock (`SELECT ... FOR UPDATE`) \
+until its commit, so visits to one pool go one commit at a time.\n";
 /// Hard bounds, whatever the flags say.
 const MAX_DURATION_S: f64 = 300.0;
 const MAX_CONCURRENCY: usize = 1024;
