@@ -6,7 +6,7 @@
 //! served by another node, is seen within that time); any API write drops them all.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::AppState;
@@ -18,8 +18,8 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 struct Beat {
     site_id: String,
-    /// The answer to send (the numbers to show), shared.
-    answer: Arc<serde_json::Value>,
+    /// The answer to send (the numbers to show), serialised once.
+    answer: axum::body::Bytes,
     hold_ms: i64,
     fresh_until: Instant,
     /// The latest heartbeat not written back yet.
@@ -38,7 +38,7 @@ impl Heartbeats {
         session_id: &str,
         site_id: &str,
         hold_ms: Option<i64>,
-        answer: serde_json::Value,
+        answer: axum::body::Bytes,
     ) {
         let Ok(mut m) = self.map.lock() else { return };
         match hold_ms {
@@ -51,7 +51,7 @@ impl Heartbeats {
                     session_id.to_owned(),
                     Beat {
                         site_id: site_id.to_owned(),
-                        answer: Arc::new(answer),
+                        answer,
                         hold_ms,
                         fresh_until: Instant::now() + FRESH,
                         pending,
@@ -66,12 +66,7 @@ impl Heartbeats {
     }
 
     /// Answer a heartbeat from memory, if the session is known and fresh.
-    pub fn beat(
-        &self,
-        session_id: &str,
-        site_id: &str,
-        now_ms: i64,
-    ) -> Option<Arc<serde_json::Value>> {
+    pub fn beat(&self, session_id: &str, site_id: &str, now_ms: i64) -> Option<axum::body::Bytes> {
         let mut m = self.map.lock().ok()?;
         let b = m.get_mut(session_id)?;
         if b.site_id != site_id || b.fresh_until < Instant::now() {

@@ -22,13 +22,20 @@ struct Histogram {
     count: u64,
 }
 
-/// Request counters and latency histograms by route.
+/// One route's requests: counts by method and status, and a latency histogram.
+#[derive(Default)]
+struct Route {
+    counts: Vec<(String, u16, u64)>,
+    latency: Histogram,
+}
+
+/// Request counters and latency histograms by route. The hot path allocates nothing once a
+/// route, method and status have been seen.
 pub struct Metrics {
     started: Instant,
     /// Plain counters by full series name (`name{labels}`).
     counters: Mutex<BTreeMap<String, u64>>,
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    routes: Mutex<BTreeMap<String, Route>>,
 }
 
 impl Default for Metrics {
@@ -36,35 +43,48 @@ impl Default for Metrics {
         Self {
             started: Instant::now(),
             counters: Mutex::default(),
-            requests: Mutex::default(),
-            latency: Mutex::default(),
+            routes: Mutex::default(),
         }
     }
 }
 
 impl Metrics {
     pub fn observe(&self, method: &str, route: &str, status: u16, took: Duration) {
-        if let Ok(mut m) = self.requests.lock() {
-            *m.entry((method.to_owned(), route.to_owned(), status))
-                .or_default() += 1;
+        let Ok(mut m) = self.routes.lock() else {
+            return;
+        };
+        if !m.contains_key(route) {
+            m.insert(route.to_owned(), Route::default());
         }
-        if let Ok(mut h) = self.latency.lock() {
-            let h = h.entry(route.to_owned()).or_default();
-            let secs = took.as_secs_f64();
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if secs <= *b {
-                    h.counts[i] += 1;
-                }
+        let Some(r) = m.get_mut(route) else { return };
+        match r
+            .counts
+            .iter_mut()
+            .find(|(mth, st, _)| *st == status && mth == method)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => r.counts.push((method.to_owned(), status, 1)),
+        }
+        let h = &mut r.latency;
+        let secs = took.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                h.counts[i] += 1;
             }
-            h.sum += secs;
-            h.count += 1;
         }
+        h.sum += secs;
+        h.count += 1;
     }
 
     /// Add one to a counter series, e.g. `calltrail_visits_total{outcome="fresh"}`.
     pub fn count(&self, series: &str) {
         if let Ok(mut m) = self.counters.lock() {
-            *m.entry(series.to_owned()).or_default() += 1;
+            match m.get_mut(series) {
+                Some(n) => *n += 1,
+                None => {
+                    m.insert(series.to_owned(), 1);
+                }
+            }
         }
     }
 
@@ -97,18 +117,23 @@ impl Metrics {
         }
         out.push_str("# HELP calltrail_http_requests_total HTTP requests answered.\n");
         out.push_str("# TYPE calltrail_http_requests_total counter\n");
-        if let Ok(m) = self.requests.lock() {
-            for ((method, route, status), n) in m.iter() {
-                let _ = writeln!(
-                    out,
-                    "calltrail_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
-                );
+        let routes = self.routes.lock();
+        if let Ok(m) = &routes {
+            for (route, r) in m.iter() {
+                let mut counts: Vec<&(String, u16, u64)> = r.counts.iter().collect();
+                counts.sort_unstable();
+                for (method, status, n) in counts {
+                    let _ = writeln!(
+                        out,
+                        "calltrail_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+                    );
+                }
             }
         }
         out.push_str("# HELP calltrail_http_request_duration_seconds Time to answer a request.\n");
         out.push_str("# TYPE calltrail_http_request_duration_seconds histogram\n");
-        if let Ok(h) = self.latency.lock() {
-            for (route, h) in h.iter() {
+        if let Ok(m) = &routes {
+            for (route, h) in m.iter().map(|(route, r)| (route, &r.latency)) {
                 for (i, b) in BUCKETS.iter().enumerate() {
                     let _ = writeln!(
                         out,
@@ -147,15 +172,16 @@ impl Metrics {
 /// Middleware: count every request by its route template (not its raw path).
 pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
+    // Both clones are cheap: a standard method is a tag, a matched path an `Arc<str>`.
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let res = next.run(req).await;
-    st.metrics
-        .observe(&method, &route, res.status().as_u16(), start.elapsed());
+    st.metrics.observe(
+        method.as_str(),
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        res.status().as_u16(),
+        start.elapsed(),
+    );
     res
 }
 

@@ -434,7 +434,14 @@ async fn continue_call(
             st.metrics.count("calltrail_pings_total{path=\"memory\"}");
             return Ok(Tracked {
                 origin,
-                res: Json(answer.as_ref()).into_response(),
+                res: (
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )],
+                    answer,
+                )
+                    .into_response(),
             });
         }
         st.metrics.count("calltrail_pings_total{path=\"store\"}");
@@ -461,7 +468,7 @@ async fn continue_call(
 
 /// Remember what a session shows, so its next heartbeats can be answered from memory.
 fn remember(st: &AppState, ctx: &SiteContext, shown: &Shown, answer: &PingOut) {
-    let value = serde_json::to_value(answer).unwrap_or_default();
+    let value = axum::body::Bytes::from(serde_json::to_vec(answer).unwrap_or_default());
     st.beats.remember(
         &shown.session_id,
         &ctx.site.id,
