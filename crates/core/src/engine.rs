@@ -352,6 +352,9 @@ fn by_time(a: &Lease, b: &Lease) -> std::cmp::Ordering {
     a.leased_at.cmp(&b.leased_at).then_with(|| a.id.cmp(&b.id))
 }
 
+/// How sure an earlier call must be for its visitor to count as the caller's (caller history).
+pub const TRUSTED_CALL_CONFIDENCE: f64 = 0.85;
+
 /// A returning caller's match: the earlier calls it rests on were at least 0.85 sure.
 pub const CALLER_HISTORY_CONFIDENCE: f64 = 0.88;
 

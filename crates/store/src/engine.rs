@@ -766,11 +766,12 @@ impl Store {
     ) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT visitor_id FROM calls WHERE site_id = $1 AND caller = $2 AND started_at < $3 \
-             AND visitor_id IS NOT NULL AND confidence >= 0.85 ORDER BY started_at DESC LIMIT 5",
+             AND visitor_id IS NOT NULL AND confidence >= $4 ORDER BY started_at DESC LIMIT 5",
         )
         .bind(site_id)
         .bind(caller)
         .bind(before)
+        .bind(engine::TRUSTED_CALL_CONFIDENCE)
         .fetch_all(&self.pool)
         .await?;
         let mut out: Vec<String> = Vec::new();

@@ -14,7 +14,7 @@ use axum::Json;
 use base64::Engine as _;
 use calltrail_core::validate::Errors;
 use calltrail_core::Region;
-use calltrail_store::calls::{CallEvent, CallEventKind, CallFilter};
+use calltrail_store::calls::{CallEvent, CallEventKind};
 use calltrail_store::telephony::Connection;
 use calltrail_store::{Call, Site};
 use hmac::{Hmac, Mac};
@@ -150,31 +150,6 @@ fn disposition(d: &str) -> Option<&'static str> {
         | "line limit" | "no money, no limit" => "failed",
         _ => return None,
     })
-}
-
-/// The stored call with this provider id, if any.
-async fn stored(
-    st: &AppState,
-    conn: &Connection,
-    provider_call_id: &str,
-    caller: Option<&str>,
-) -> Result<Option<Call>, ApiError> {
-    if !st.store.call_exists("zadarma", provider_call_id).await? {
-        return Ok(None);
-    }
-    let filter = CallFilter {
-        site_id: Some(conn.site_id.clone()),
-        caller: caller.map(str::to_owned),
-        ..CallFilter::default()
-    };
-    let page = st
-        .store
-        .list_calls(&conn.account_id, &filter, None, 100)
-        .await?;
-    Ok(page
-        .items
-        .into_iter()
-        .find(|c| c.provider == "zadarma" && c.provider_call_id == provider_call_id))
 }
 
 /// The reply to `NOTIFY_START`: route the call to `settings.redirect` (an extension or
@@ -345,7 +320,9 @@ pub async fn hook(
             ev.status = status.map(str::to_owned);
             // Without NOTIFY_ANSWER, the answer is the end less the talk time.
             if let (Some("answered"), Some(d)) = (status, duration) {
-                let known = stored(&st, &conn, &ev.provider_call_id, ev.from.as_deref())
+                let known = st
+                    .store
+                    .call_by_provider_id(&conn.account_id, &ev.provider, &ev.provider_call_id)
                     .await?
                     .and_then(|c| c.answered_at);
                 if known.is_none() {
