@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod metrics;
 pub mod recordings;
 pub mod tracking;
+pub mod visits;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub sites: Arc<tracking::SiteCache>,
     /// Heartbeats answered from memory and written back once a second.
     pub beats: Arc<heartbeat::Heartbeats>,
+    /// New sessions, opened in batches by one writer task.
+    pub visits: Arc<visits::VisitWriter>,
     /// Outbound HTTP (recordings, integrations).
     pub http: reqwest::Client,
 }
@@ -78,6 +81,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Store, config: ServerConfig) -> Self {
         Self {
+            visits: Arc::new(visits::VisitWriter::new(store.clone(), tracking::now_ms)),
             store,
             config: Arc::new(config),
             metrics: Arc::default(),

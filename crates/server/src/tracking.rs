@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use calltrail_core::Phone;
 use calltrail_store::engine::{NewPage, Shown};
-use calltrail_store::tracking::{clean_id, SiteContext, VisitRequest};
+use calltrail_store::tracking::{clean_id, new_session, SiteContext, VisitRequest};
 use calltrail_store::StoreError;
 use serde::{Deserialize, Serialize};
 
@@ -324,7 +324,8 @@ fn client_ip(headers: &HeaderMap, peer: SocketAddr) -> String {
     peer.ip().to_string()
 }
 
-fn now_ms() -> i64 {
+/// The wall clock in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
@@ -373,7 +374,14 @@ async fn visit(
         city: st.config.geoip.as_ref().and_then(|g| g.lookup_str(&ip)),
         ip: Some(ip),
     };
-    let shown = with_deadline(st.store.visit(&ctx, &req, now_ms())).await?;
+    let shown = with_deadline(async {
+        if let Some(shown) = st.store.continue_visit(&ctx, &req, now_ms()).await? {
+            return Ok(shown);
+        }
+        let (session, target) = new_session(&ctx, &req);
+        st.visits.open(session, target).await
+    })
+    .await?;
     st.metrics.count_visit(&shown);
     let numbers = numbers_out(&ctx, &shown);
     let ping = PingOut {

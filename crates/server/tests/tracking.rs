@@ -447,3 +447,50 @@ async fn heartbeats_are_answered_from_memory_and_written_back() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn concurrent_new_visitors_are_opened_together_and_never_share_a_number() {
+    each_backend(|srv: TestServer| async move {
+        let (tok, site, _) = setup(&srv).await;
+        let key = site["public_key"].as_str().unwrap().to_owned();
+        let sid = site["id"].as_str().unwrap().to_owned();
+        let srv = std::sync::Arc::new(srv);
+        // 40 new visitors at once against a pool of two: they arrive while earlier ones
+        // are being written, so most are opened in shared transactions.
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..40 {
+            let (srv, key) = (srv.clone(), key.clone());
+            set.spawn(async move { post(&srv, "/t/v1/visit", Some(ORIGIN), &visit_body(&key, &json!({}))).await });
+        }
+        let mut shown = Vec::new();
+        while let Some(r) = set.join_next().await {
+            let (s, _, v) = r.unwrap();
+            assert_eq!(s, 200, "{v}");
+            shown.push(v);
+        }
+        let mut numbers: Vec<&str> = shown.iter().map(|v| v["numbers"][0]["number"].as_str().unwrap()).collect();
+        numbers.sort_unstable();
+        assert_eq!(&numbers[..2], ["+74952000001", "+74952000002"], "each pool number goes to one visitor");
+        assert!(numbers[2..].iter().all(|n| *n == "+74952000099"), "the rest see the fallback: {numbers:?}");
+        let mut ids: Vec<&str> = shown.iter().map(|v| v["session_id"].as_str().unwrap()).collect();
+        let mut codes: Vec<&str> = shown.iter().map(|v| v["track_code"].as_str().unwrap()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!((ids.len(), codes.len()), (40, 40));
+        // What was answered was written: each holder's heartbeat keeps its number, and a
+        // call to it finds that holder's session.
+        for v in shown.iter().filter(|v| v["numbers"][0]["number"] != "+74952000099") {
+            let ping = json!({"site_key": key, "session_id": v["session_id"]}).to_string();
+            let (s, _, p) = post(&srv, "/t/v1/ping", Some(ORIGIN), &ping).await;
+            assert_eq!((s, &p["numbers"][0]["number"]), (200, &v["numbers"][0]["number"]), "{p}");
+            let body = json!({"to": v["numbers"][0]["number"], "from": "+79160000001", "call_id": format!("c-{}", v["session_id"].as_str().unwrap())});
+            let (s, c) = srv.call("POST", &format!("/api/v1/sites/{sid}/test-calls"), &tok, Some(body)).await;
+            assert_eq!(s, 201, "{c}");
+            assert_eq!(c["session_id"], v["session_id"]);
+        }
+        std::sync::Arc::try_unwrap(srv).ok().unwrap()
+    })
+    .await;
+}

@@ -4,15 +4,14 @@
 //! the in-process writer lock, PostgreSQL through `SELECT ... FOR UPDATE` on the pool row,
 //! so two calltrail nodes sharing a database never lease one number twice.
 
-use std::fmt::Write as _;
-
-use calltrail_core::engine::{self, Allocation, Lease, Millis, Requester, Slot};
+use calltrail_core::engine::{self, Allocation, Lease, Millis};
 use calltrail_core::ExhaustionPolicy;
-use rand::Rng;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use crate::{from_ms, new_id, Backend, PageView, Result, Session, Store, StoreError};
+use crate::batch::Asker;
+use crate::script::Script;
+use crate::{from_ms, new_id, PageView, Result, Session, Store, StoreError};
 
 /// How a session's number is chosen.
 #[derive(Debug, Clone)]
@@ -35,7 +34,7 @@ pub struct PoolTarget {
 }
 
 impl PoolTarget {
-    fn hold(&self) -> Millis {
+    pub(crate) fn hold(&self) -> Millis {
         self.hold_minutes * engine::MINUTE
     }
 }
@@ -71,6 +70,8 @@ pub struct NewSession {
     pub lang: Option<String>,
     pub is_bot: bool,
     pub rule_id: Option<String>,
+    /// The visitor id came from the browser (the visitor may have held numbers before).
+    pub known_visitor: bool,
 }
 
 /// A page view or event to add to a continuing session.
@@ -107,11 +108,12 @@ pub struct NumberOwner {
     pub source: Option<String>,
 }
 
-const LEASE_COLS: &str = "l.id AS l_id, l.number_id AS l_number_id, l.session_id AS l_session_id, \
+pub(crate) const LEASE_COLS: &str =
+    "l.id AS l_id, l.number_id AS l_number_id, l.session_id AS l_session_id, \
     l.visitor_id AS l_visitor_id, l.source AS l_source, l.leased_at AS l_leased_at, \
     l.last_activity AS l_last_activity, l.hold_until AS l_hold_until, l.ended_at AS l_ended_at";
 
-fn lease_row(r: &AnyRow) -> Result<Option<Lease>> {
+pub(crate) fn lease_row(r: &AnyRow) -> Result<Option<Lease>> {
     let Some(id) = r.try_get::<Option<String>, _>("l_id")? else {
         return Ok(None);
     };
@@ -187,85 +189,6 @@ struct Live {
 }
 
 impl Store {
-    /// Open a session and give it its number, in one transaction.
-    pub async fn open_session(
-        &self,
-        s: &NewSession,
-        target: &Target,
-        now: Millis,
-    ) -> Result<Shown> {
-        let _guard = self.write_guard().await;
-        let mut tx = self.pool.begin().await?;
-        let id = new_id();
-        let code = unique_track_code(&mut tx, &s.site_id, now).await?;
-        sqlx::query(&format!(
-            "INSERT INTO sessions ({SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-             $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35)"
-        ))
-        .bind(&id)
-        .bind(&s.site_id)
-        .bind(&s.visitor_id)
-        .bind(now)
-        .bind(now)
-        .bind(&code)
-        .bind(&s.channel)
-        .bind(&s.source)
-        .bind(&s.medium)
-        .bind(s.campaign.clone())
-        .bind(s.content.clone())
-        .bind(s.keyword.clone())
-        .bind(s.referrer.clone())
-        .bind(s.referrer_domain.clone())
-        .bind(&s.landing_url)
-        .bind(&s.landing_path)
-        .bind(s.gclid.clone())
-        .bind(s.yclid.clone())
-        .bind(s.fbclid.clone())
-        .bind(s.ga_client_id.clone())
-        .bind(s.ym_client_id.clone())
-        .bind(s.user_agent.clone())
-        .bind(s.device.clone())
-        .bind(s.browser.clone())
-        .bind(s.os.clone())
-        .bind(s.ip.clone())
-        .bind(s.city.clone())
-        .bind(s.screen.clone())
-        .bind(s.lang.clone())
-        .bind(i64::from(s.is_bot))
-        .bind(s.rule_id.clone())
-        .bind(None::<String>)
-        .bind(None::<String>)
-        .bind(None::<String>)
-        .bind(1_i64)
-        .execute(&mut *tx)
-        .await?;
-        insert_page(
-            &mut tx,
-            &id,
-            now,
-            "pageview",
-            &s.landing_url,
-            s.title.as_deref(),
-        )
-        .await?;
-        let live = Live {
-            id,
-            visitor_id: s.visitor_id.clone(),
-            source: s.source.clone(),
-            track_code: code,
-            pool_id: None,
-            number_id: None,
-            number: None,
-            lease_id: None,
-        };
-        let mut shown = self
-            .apply_target(&mut tx, &s.site_id, &live, target, now)
-            .await?;
-        shown.is_bot = s.is_bot;
-        tx.commit().await?;
-        Ok(shown)
-    }
-
     /// Continue a session seen within the session timeout: record the page (if any),
     /// extend its lease or find it a number again. `None` when there is no such live session.
     pub async fn continue_session(
@@ -277,6 +200,7 @@ impl Store {
         now: Millis,
     ) -> Result<Option<Shown>> {
         let _guard = self.write_guard().await;
+        self.seen_begin();
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "SELECT s.id, s.visitor_id, s.source, s.track_code, s.pool_id, s.number_id, s.lease_id, \
@@ -325,8 +249,7 @@ impl Store {
             .and_then(|pid| pools.iter().find(|p| p.pool_id == pid));
         let shown = match pool {
             Some(pool) => {
-                let target = Target::Pool(pool.clone());
-                self.apply_target(&mut tx, site_id, &live, &target, now)
+                self.keep_or_place(&mut tx, site_id, &live, pool, now)
                     .await?
             }
             // A static number, or a session that keeps the site's own number.
@@ -341,15 +264,18 @@ impl Store {
             },
         };
         tx.commit().await?;
+        self.seen_commit();
         Ok(Some(shown))
     }
 
-    async fn apply_target(
+    /// A continuing session of a pool: its live lease goes on (the common case, one
+    /// statement), else the pool finds it a number again.
+    async fn keep_or_place(
         &self,
         tx: &mut Transaction<'static, Any>,
         site_id: &str,
         s: &Live,
-        target: &Target,
+        pool: &PoolTarget,
         now: Millis,
     ) -> Result<Shown> {
         let mut shown = Shown {
@@ -361,243 +287,58 @@ impl Store {
             is_bot: false,
             hold_ms: None,
         };
-        match target {
-            Target::None => {}
-            Target::Static { number_id, number } => {
-                if s.number_id.as_deref() != Some(number_id) {
-                    sqlx::query("UPDATE sessions SET number_id = $1 WHERE id = $2")
-                        .bind(number_id)
-                        .bind(&s.id)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-                shown.number = Some(number.clone());
-            }
-            Target::Pool(pool) => {
-                // The common case first: the session's lease is alive, move it on.
-                if let Some(lease_id) = &s.lease_id {
-                    let hit = sqlx::query(
-                        "UPDATE leases SET last_activity = $1, hold_until = $2 \
-                         WHERE id = $3 AND ended_at IS NULL AND hold_until >= $1 AND last_activity <= $1",
-                    )
-                    .bind(now)
-                    .bind(now + pool.hold())
-                    .bind(lease_id)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected();
-                    if hit == 1 {
-                        shown.hold_ms = Some(pool.hold());
-                        shown.number.clone_from(&s.number);
-                        shown.allocation = s.number_id.clone().map(|number_id| Allocation::Keep {
-                            number_id,
-                            lease_id: lease_id.clone(),
-                        });
-                        return Ok(shown);
-                    }
-                }
-                let (alloc, number) = self.allocate_in(tx, site_id, s, pool, now).await?;
-                shown.hold_ms = (!matches!(alloc, Allocation::Exhausted)).then(|| pool.hold());
-                shown.number = number;
-                shown.allocation = Some(alloc);
+        if let (Some(lease_id), Some(number_id)) = (&s.lease_id, &s.number_id) {
+            let hit = sqlx::query(
+                "UPDATE leases SET last_activity = $1, hold_until = $2 \
+                 WHERE id = $3 AND ended_at IS NULL AND hold_until >= $1 AND last_activity <= $1",
+            )
+            .bind(now)
+            .bind(now + pool.hold())
+            .bind(lease_id)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            if hit == 1 {
+                self.seen_touch(&pool.pool_id, lease_id, now, pool.hold());
+                shown.hold_ms = Some(pool.hold());
+                shown.number.clone_from(&s.number);
+                shown.allocation = Some(Allocation::Keep {
+                    number_id: number_id.clone(),
+                    lease_id: lease_id.clone(),
+                });
+                return Ok(shown);
             }
         }
-        Ok(shown)
-    }
-
-    /// The atomic allocation of DESIGN.md §4, inside the caller's transaction.
-    async fn allocate_in(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        site_id: &str,
-        s: &Live,
-        pool: &PoolTarget,
-        now: Millis,
-    ) -> Result<(Allocation, Option<String>)> {
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT id FROM pools WHERE id = $1 FOR UPDATE")
-                .bind(&pool.pool_id)
-                .execute(&mut **tx)
-                .await?;
-        }
-        let held_before: Vec<String> = sqlx::query(
-            "SELECT number_id FROM leases WHERE site_id = $1 AND visitor_id = $2 AND pool_id = $3 \
-             ORDER BY leased_at DESC LIMIT 5",
-        )
-        .bind(site_id)
-        .bind(&s.visitor_id)
-        .bind(&pool.pool_id)
-        .fetch_all(&mut **tx)
-        .await?
-        .iter()
-        .map(|r| r.try_get("number_id"))
-        .collect::<Result<_, _>>()?;
-        // `engine::allocate` over the whole pool decides as it does over the only slots it
-        // can pick: the session's own, those held before, the free one idle the longest
-        // (chosen here in SQL, same order: never used first, then `last_activity`, then id),
-        // and the free one idle the longest whose last holder had the session's source.
-        // Reading every number each visit made a visit cost grow with the pool. Reuse
-        // compares the live leases, so it still reads them all.
-        let mut sql = format!(
-            "SELECT n.id AS number_id, n.number, {LEASE_COLS} FROM tracking_numbers n \
-             LEFT JOIN number_state st ON st.number_id = n.id \
-             LEFT JOIN leases l ON l.id = st.lease_id \
-             WHERE n.pool_id = $1 AND n.kind = 'pool'"
-        );
-        let narrow = pool.policy != ExhaustionPolicy::Reuse;
-        if narrow {
-            sql.push_str(
-                " AND (l.session_id = $2 OR n.id = (SELECT n2.id FROM tracking_numbers n2 \
-                 LEFT JOIN number_state st2 ON st2.number_id = n2.id \
-                 LEFT JOIN leases l2 ON l2.id = st2.lease_id \
-                 WHERE n2.pool_id = $1 AND n2.kind = 'pool' AND (l2.id IS NULL OR $3 > CASE \
-                 WHEN l2.ended_at IS NOT NULL AND l2.ended_at < l2.hold_until THEN l2.ended_at \
-                 ELSE l2.hold_until END) \
-                 ORDER BY CASE WHEN l2.id IS NULL THEN 0 ELSE 1 END, l2.last_activity, n2.id LIMIT 1) \
-                 OR n.id = (SELECT n3.id FROM tracking_numbers n3 \
-                 JOIN number_state st3 ON st3.number_id = n3.id \
-                 JOIN leases l3 ON l3.id = st3.lease_id \
-                 WHERE n3.pool_id = $1 AND n3.kind = 'pool' AND l3.source = $4 AND $3 > CASE \
-                 WHEN l3.ended_at IS NOT NULL AND l3.ended_at < l3.hold_until THEN l3.ended_at \
-                 ELSE l3.hold_until END \
-                 ORDER BY l3.last_activity, n3.id LIMIT 1)",
-            );
-            for i in 0..held_before.len() {
-                let _ = write!(sql, " OR n.id = ${}", i + 5);
-            }
-            sql.push(')');
-        }
-        let mut q = sqlx::query(&sql).bind(&pool.pool_id);
-        if narrow {
-            q = q.bind(&s.id).bind(now).bind(&s.source);
-            for h in &held_before {
-                q = q.bind(h);
-            }
-        }
-        let rows = q.fetch_all(&mut **tx).await?;
-        let mut slots = Vec::with_capacity(rows.len());
-        let mut numbers = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let number_id: String = r.try_get("number_id")?;
-            numbers.push((number_id.clone(), r.try_get::<String, _>("number")?));
-            slots.push(Slot {
-                number_id,
-                latest: lease_row(r)?,
-            });
-        }
-        let req = Requester {
+        let asker = Asker {
             session_id: &s.id,
             visitor_id: &s.visitor_id,
             source: &s.source,
-            held_before: &held_before,
+            continuing: true,
+            known_visitor: true,
         };
-        let alloc = engine::allocate(&slots, &req, pool.policy, now);
-        let number_of = |id: &str| {
-            numbers
-                .iter()
-                .find(|(n, _)| n == id)
-                .map(|(_, e)| e.clone())
-        };
-        let (number_id, number) = match &alloc {
-            Allocation::Keep {
-                number_id,
-                lease_id,
-            } => {
-                // A request that read the clock earlier must not move activity back.
-                sqlx::query("UPDATE leases SET last_activity = $1, hold_until = $2 WHERE id = $3 AND last_activity <= $1")
-                    .bind(now)
-                    .bind(now + pool.hold())
-                    .bind(lease_id)
-                    .execute(&mut **tx)
-                    .await?;
-                (Some(number_id.clone()), number_of(number_id))
-            }
-            Allocation::Regain { number_id }
-            | Allocation::Fresh { number_id }
-            | Allocation::Reuse { number_id, .. } => {
-                let previous = slots
-                    .iter()
-                    .find(|sl| &sl.number_id == number_id)
-                    .and_then(|sl| sl.latest.as_ref())
-                    .map(|l| l.id.clone());
-                if let Some(prev) = previous {
-                    // The previous holder's lease ends now, or ended when its hold ran out.
-                    sqlx::query(
-                        "UPDATE leases SET ended_at = CASE WHEN hold_until < $1 THEN hold_until ELSE $1 END \
-                         WHERE id = $2 AND ended_at IS NULL",
-                    )
-                    .bind(now)
-                    .bind(prev)
-                    .execute(&mut **tx)
-                    .await?;
-                }
-                let lease_id = new_id();
-                sqlx::query(
-                    "INSERT INTO leases (id, site_id, pool_id, number_id, session_id, visitor_id, source, \
-                     leased_at, last_activity, hold_until, ended_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)",
-                )
-                .bind(&lease_id)
-                .bind(site_id)
-                .bind(&pool.pool_id)
-                .bind(number_id)
-                .bind(&s.id)
-                .bind(&s.visitor_id)
-                .bind(&s.source)
-                .bind(now)
-                .bind(now)
-                .bind(now + pool.hold())
-                .execute(&mut **tx)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO number_state (number_id, pool_id, lease_id) VALUES ($1, $2, $3) \
-                     ON CONFLICT (number_id) DO UPDATE SET pool_id = excluded.pool_id, lease_id = excluded.lease_id",
-                )
-                .bind(number_id)
-                .bind(&pool.pool_id)
-                .bind(&lease_id)
-                .execute(&mut **tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE sessions SET pool_id = $1, number_id = $2, lease_id = $3 WHERE id = $4",
-                )
-                .bind(&pool.pool_id)
-                .bind(number_id)
-                .bind(&lease_id)
-                .bind(&s.id)
-                .execute(&mut **tx)
-                .await?;
-                (Some(number_id.clone()), number_of(number_id))
-            }
-            Allocation::Exhausted => {
-                let fallback = pool.fallback.clone();
-                sqlx::query("UPDATE sessions SET pool_id = $1, number_id = $2, lease_id = NULL WHERE id = $3")
-                    .bind(&pool.pool_id)
-                    .bind(fallback.as_ref().map(|f| f.0.clone()))
-                    .bind(&s.id)
-                    .execute(&mut **tx)
-                    .await?;
-                (
-                    fallback.as_ref().map(|f| f.0.clone()),
-                    fallback.map(|f| f.1),
-                )
-            }
-        };
-        if alloc.is_exhaustion() {
-            sqlx::query(
-                "INSERT INTO exhaustions (id, site_id, pool_id, session_id, at, outcome, number_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(new_id())
-            .bind(site_id)
-            .bind(&pool.pool_id)
-            .bind(&s.id)
-            .bind(now)
-            .bind(if matches!(alloc, Allocation::Reuse { .. }) { "reuse" } else { "fallback" })
-            .bind(number_id)
-            .execute(&mut **tx)
-            .await?;
+        let mut script = Script::new(self.backend);
+        let placed = self
+            .allocate_many(tx, &mut script, site_id, pool, &[asker], now)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Conflict("no allocation".into()))?;
+        if !matches!(placed.alloc, Allocation::Keep { .. }) {
+            script.push("UPDATE sessions SET pool_id = ");
+            script
+                .val(pool.pool_id.clone())
+                .push(", number_id = ")
+                .val(placed.number_id.clone())
+                .push(", lease_id = ")
+                .val(placed.lease_id.clone())
+                .push(" WHERE id = ")
+                .val(s.id.clone())
+                .end();
         }
-        Ok((alloc, number))
+        script.run(tx).await?;
+        shown.hold_ms = (!matches!(placed.alloc, Allocation::Exhausted)).then(|| pool.hold());
+        shown.number = placed.number;
+        shown.allocation = Some(placed.alloc);
+        Ok(shown)
     }
 
     /// Write heartbeats answered from memory: each `(session id, at, hold)` moves the
@@ -608,6 +349,8 @@ impl Store {
             return Ok(());
         }
         let _guard = self.write_guard().await;
+        // Leases move on outside allocation: pools are read afresh next time.
+        self.forget_pools();
         let mut tx = self.pool.begin().await?;
         for (session_id, at, hold) in beats {
             sqlx::query(
@@ -787,31 +530,6 @@ impl Store {
 
 /// How long a track code stays reserved for its session after the last activity.
 pub const TRACK_CODE_LIFE: Millis = 24 * engine::HOUR;
-
-async fn unique_track_code(
-    tx: &mut Transaction<'static, Any>,
-    site_id: &str,
-    now: Millis,
-) -> Result<String> {
-    for attempt in 0..20 {
-        // Five digits, six once the site is busy enough for clashes.
-        let code = if attempt < 10 {
-            rand::thread_rng().gen_range(10_000..100_000).to_string()
-        } else {
-            rand::thread_rng().gen_range(100_000..1_000_000).to_string()
-        };
-        let taken = sqlx::query("SELECT 1 AS x FROM sessions WHERE site_id = $1 AND track_code = $2 AND last_activity >= $3 LIMIT 1")
-            .bind(site_id)
-            .bind(&code)
-            .bind(now - TRACK_CODE_LIFE)
-            .fetch_optional(&mut **tx)
-            .await?;
-        if taken.is_none() {
-            return Ok(code);
-        }
-    }
-    Err(StoreError::Conflict("no free track code".into()))
-}
 
 async fn insert_page(
     tx: &mut Transaction<'static, Any>,

@@ -6,10 +6,12 @@
 //! pragmas, locking for atomic allocation) is chosen by [`Backend`]. Each backend keeps its
 //! own `migrations/` folder.
 
+mod batch;
 pub mod calls;
 pub mod engine;
 mod migrate;
 mod records;
+mod script;
 pub mod setup;
 pub mod telephony;
 pub mod testing;
@@ -116,6 +118,9 @@ pub struct Store {
     /// SQLite allows one writer; serialising writers in-process avoids `SQLITE_BUSY` on
     /// lock upgrades. PostgreSQL needs no such lock: it uses row locks.
     write_lock: Option<Arc<Mutex<()>>>,
+    /// SQLite only: each pool's numbers and latest leases as the last committed transaction
+    /// left them, so allocation need not read the pool (see `batch`).
+    pools_seen: Arc<std::sync::Mutex<batch::PoolsSeen>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -163,12 +168,19 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(opts.max_connections)
             .acquire_timeout(opts.acquire_timeout)
+            // A file on this machine needs no ping before each use (a round trip to the
+            // connection's worker thread); a server connection may have dropped.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
+                        // A 16 MiB page cache and reads through mmap: visits write to
+                        // the same few pages of each table and index over and over.
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                             PRAGMA cache_size = -16384; PRAGMA mmap_size = 268435456; \
+                             PRAGMA temp_store = MEMORY;",
                         )
                         .await?;
                     }
@@ -184,6 +196,7 @@ impl Store {
             pool,
             backend,
             write_lock: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            pools_seen: Arc::default(),
         })
     }
 

@@ -436,6 +436,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        self.forget_pools();
         Ok(())
     }
 
@@ -601,7 +602,9 @@ impl Store {
                 "the pool still has {n} number(s); delete or move them first"
             )));
         }
-        self.delete_child::<Pool>(account_id, pool_id).await
+        let done = self.delete_child::<Pool>(account_id, pool_id).await;
+        self.forget_pools();
+        done
     }
 
     // ----- sources -----
@@ -747,6 +750,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(|e| number_conflict(e, spec))?;
+        self.forget_pools();
         drop(guard);
         self.get_number(account_id, &id).await
     }
@@ -789,12 +793,15 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(|e| number_conflict(e, spec))?;
+        self.forget_pools();
         drop(guard);
         self.get_number(account_id, id).await
     }
 
     pub async fn delete_number(&self, account_id: &str, id: &str) -> Result<()> {
-        self.delete_child::<TrackingNumber>(account_id, id).await
+        let done = self.delete_child::<TrackingNumber>(account_id, id).await;
+        self.forget_pools();
+        done
     }
 }
 

@@ -189,65 +189,31 @@ impl Store {
     /// A page load: continue the session if it is live, else open one; either way the
     /// answer names the number to show.
     pub async fn visit(&self, ctx: &SiteContext, req: &VisitRequest, now: Millis) -> Result<Shown> {
-        if let Some(sid) = clean_id(req.session_id.as_deref()) {
-            let page = NewPage {
-                kind: "pageview".into(),
-                url: truncate(&req.url, traffic::MAX_URL_CHARS),
-                title: req.title.as_deref().map(|t| truncate(t, 300)),
-            };
-            if let Some(shown) = self
-                .continue_session(&ctx.site.id, &sid, Some(&page), &ctx.pools, now)
-                .await?
-            {
-                return Ok(shown);
-            }
+        if let Some(shown) = self.continue_visit(ctx, req, now).await? {
+            return Ok(shown);
         }
-        let a = traffic::classify(&Touch {
-            url: &req.url,
-            referrer: req.referrer.as_deref(),
-            site_domains: &ctx.domains,
-        });
-        let device = traffic::parse_user_agent(req.user_agent.as_deref().unwrap_or(""));
-        let (target, rule_id) = if device.is_bot {
-            (Target::None, None)
-        } else {
-            ctx.target_for(&a, &rules::query_pairs(&req.url))
-        };
-        let s = NewSession {
-            site_id: ctx.site.id.clone(),
-            visitor_id: clean_id(req.visitor_id.as_deref()).unwrap_or_else(crate::new_id),
-            channel: a.channel.as_str().to_owned(),
-            source: a.source,
-            medium: a.medium,
-            campaign: a.campaign,
-            content: a.content,
-            keyword: a.keyword,
-            referrer: req
-                .referrer
-                .as_deref()
-                .filter(|r| !r.is_empty())
-                .map(|r| truncate(r, traffic::MAX_URL_CHARS)),
-            referrer_domain: a.referrer_domain,
-            landing_url: a.landing_url,
-            landing_path: a.landing_path,
-            title: req.title.as_deref().map(|t| truncate(t, 300)),
-            gclid: a.gclid,
-            yclid: a.yclid,
-            fbclid: a.fbclid,
-            ga_client_id: req.ga_client_id.as_deref().map(|v| truncate(v, 100)),
-            ym_client_id: req.ym_client_id.as_deref().map(|v| truncate(v, 100)),
-            user_agent: req.user_agent.as_deref().map(|v| truncate(v, 500)),
-            device: Some(format!("{:?}", device.kind).to_lowercase()),
-            browser: Some(device.browser).filter(|b| !b.is_empty()),
-            os: Some(device.os).filter(|o| !o.is_empty()),
-            ip: req.ip.clone(),
-            city: req.city.clone(),
-            screen: req.screen.as_deref().map(|v| truncate(v, 20)),
-            lang: req.lang.as_deref().map(|v| truncate(v, 20)),
-            is_bot: device.is_bot,
-            rule_id,
-        };
+        let (s, target) = new_session(ctx, req);
         self.open_session(&s, &target, now).await
+    }
+
+    /// A page load of a session that is still live: record the page, keep or find its
+    /// number. `None` when the request names no such session (a new one is then opened).
+    pub async fn continue_visit(
+        &self,
+        ctx: &SiteContext,
+        req: &VisitRequest,
+        now: Millis,
+    ) -> Result<Option<Shown>> {
+        let Some(sid) = clean_id(req.session_id.as_deref()) else {
+            return Ok(None);
+        };
+        let page = NewPage {
+            kind: "pageview".into(),
+            url: truncate(&req.url, traffic::MAX_URL_CHARS),
+            title: req.title.as_deref().map(|t| truncate(t, 300)),
+        };
+        self.continue_session(&ctx.site.id, &sid, Some(&page), &ctx.pools, now)
+            .await
     }
 
     /// A heartbeat from a visible tab: extend the lease (or find a number again).
@@ -383,6 +349,58 @@ impl Store {
             .await?;
         Ok(r.map(|r| r.try_get("channel")).transpose()?)
     }
+}
+
+/// A new session for a page load: what the visit tells (source, device, ...) and what the
+/// site's rules say it is shown. Pure: nothing is read or written.
+pub fn new_session(ctx: &SiteContext, req: &VisitRequest) -> (NewSession, Target) {
+    let a = traffic::classify(&Touch {
+        url: &req.url,
+        referrer: req.referrer.as_deref(),
+        site_domains: &ctx.domains,
+    });
+    let device = traffic::parse_user_agent(req.user_agent.as_deref().unwrap_or(""));
+    let (target, rule_id) = if device.is_bot {
+        (Target::None, None)
+    } else {
+        ctx.target_for(&a, &rules::query_pairs(&req.url))
+    };
+    let s = NewSession {
+        known_visitor: clean_id(req.visitor_id.as_deref()).is_some(),
+        site_id: ctx.site.id.clone(),
+        visitor_id: clean_id(req.visitor_id.as_deref()).unwrap_or_else(crate::new_id),
+        channel: a.channel.as_str().to_owned(),
+        source: a.source,
+        medium: a.medium,
+        campaign: a.campaign,
+        content: a.content,
+        keyword: a.keyword,
+        referrer: req
+            .referrer
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .map(|r| truncate(r, traffic::MAX_URL_CHARS)),
+        referrer_domain: a.referrer_domain,
+        landing_url: a.landing_url,
+        landing_path: a.landing_path,
+        title: req.title.as_deref().map(|t| truncate(t, 300)),
+        gclid: a.gclid,
+        yclid: a.yclid,
+        fbclid: a.fbclid,
+        ga_client_id: req.ga_client_id.as_deref().map(|v| truncate(v, 100)),
+        ym_client_id: req.ym_client_id.as_deref().map(|v| truncate(v, 100)),
+        user_agent: req.user_agent.as_deref().map(|v| truncate(v, 500)),
+        device: Some(format!("{:?}", device.kind).to_lowercase()),
+        browser: Some(device.browser).filter(|b| !b.is_empty()),
+        os: Some(device.os).filter(|o| !o.is_empty()),
+        ip: req.ip.clone(),
+        city: req.city.clone(),
+        screen: req.screen.as_deref().map(|v| truncate(v, 20)),
+        lang: req.lang.as_deref().map(|v| truncate(v, 20)),
+        is_bot: device.is_bot,
+        rule_id,
+    };
+    (s, target)
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -194,13 +194,23 @@ conformance! {
 
 use calltrail_core::engine::{Allocation, MINUTE};
 use calltrail_store::engine::Shown;
-use calltrail_store::tracking::{CallInput, SiteContext, VisitRequest};
+use calltrail_store::tracking::{self, CallInput, SiteContext, VisitRequest};
 
 const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
 const T0: i64 = 1_800_000_000_000;
 
 /// A site with a pool of `n` numbers (+7 495 200-00-01 ...), a fallback, and an avito static number.
 async fn engine_site(store: &Store, n: usize, policy: &str) -> (String, SiteContext) {
+    engine_site_at(store, n, policy, "+7495200").await
+}
+
+/// `engine_site` with its numbers under another prefix (`+7495300` → +7 495 300-00-01 ...).
+async fn engine_site_at(
+    store: &Store,
+    n: usize,
+    policy: &str,
+    prefix: &str,
+) -> (String, SiteContext) {
     let a = store.create_account("A").await.unwrap();
     let site = store
         .create_site(&a.id, &site_spec("Shop", &["+74951234567"]))
@@ -215,7 +225,7 @@ async fn engine_site(store: &Store, n: usize, policy: &str) -> (String, SiteCont
         .await
         .unwrap();
     for i in 1..=n {
-        let num = format!("+749520000{i:02}");
+        let num = format!("{prefix}00{i:02}");
         store
             .create_number(
                 &a.id,
@@ -229,7 +239,14 @@ async fn engine_site(store: &Store, n: usize, policy: &str) -> (String, SiteCont
         .create_number(
             &a.id,
             &site.id,
-            &NumberSpec::parse("+74952000099", ru(), "fallback", Some(&pool.id), None).unwrap(),
+            &NumberSpec::parse(
+                &format!("{prefix}0099"),
+                ru(),
+                "fallback",
+                Some(&pool.id),
+                None,
+            )
+            .unwrap(),
         )
         .await
         .unwrap();
@@ -237,7 +254,14 @@ async fn engine_site(store: &Store, n: usize, policy: &str) -> (String, SiteCont
         .create_number(
             &a.id,
             &site.id,
-            &NumberSpec::parse("+74952000098", ru(), "static", None, Some("avito")).unwrap(),
+            &NumberSpec::parse(
+                &format!("{prefix}0098"),
+                ru(),
+                "static",
+                None,
+                Some("avito"),
+            )
+            .unwrap(),
         )
         .await
         .unwrap();
@@ -388,4 +412,105 @@ conformance! {
         assert_eq!(again.visitor_id, v.visitor_id);
         assert!(store.heartbeat(&ctx, "unknown-session-id", T0).await.unwrap().is_none());
     }
+
+    a_batch_opens_sessions_as_one_by_one_visits_would(store, db) {
+        for policy in ["fallback", "reuse"] {
+            let (_, one) = engine_site_at(store, 6, policy, if policy == "reuse" { "+7495400" } else { "+7495200" }).await;
+            let (_, many) = engine_site_at(store, 6, policy, if policy == "reuse" { "+7495500" } else { "+7495300" }).await;
+            let src = |s: &str| format!("https://shop.example/?utm_source={s}&utm_medium=cpc");
+            // (time, visits): sources, some returning visitors of an earlier phase.
+            let phases: [(i64, Vec<&str>); 3] = [
+                (T0, vec!["google", "yandex", "google", "avito"]),
+                (T0 + MINUTE, vec!["yandex", "vk", "google", "google", "yandex"]),
+                (T0 + 20 * MINUTE, vec!["yandex", "back", "google", "vk"]),
+            ];
+            // What each visit was shown: (number's last digits, allocation kind), per site.
+            let mut got: [Vec<(String, String)>; 2] = [Vec::new(), Vec::new()];
+            let mut firsts: [Option<Shown>; 2] = [None, None];
+            for (at, visits) in &phases {
+                let mut batch = Vec::new();
+                for (k, ctx) in [&one, &many].into_iter().enumerate() {
+                    for name in visits {
+                        let req = if *name == "back" {
+                            // The first visitor returns in a new session.
+                            VisitRequest { session_id: None, ..visit_req(&src("google"), firsts[k].as_ref()) }
+                        } else {
+                            visit_req(&src(name), None)
+                        };
+                        if k == 0 {
+                            let shown = store.visit(ctx, &req, *at).await.unwrap();
+                            firsts[0].get_or_insert(shown.clone());
+                            got[0].push(summary(&shown));
+                        } else {
+                            batch.push(tracking::new_session(ctx, &req));
+                        }
+                    }
+                }
+                for shown in store.open_sessions(&batch, *at).await.unwrap() {
+                    firsts[1].get_or_insert(shown.clone());
+                    got[1].push(summary(&shown));
+                }
+            }
+            assert_eq!(got[0], got[1], "{policy}: a batch decided otherwise than one-by-one visits");
+            // Under `reuse` the first visitor's number passed on, so it is not regained.
+            let regained = got[0].iter().any(|(_, kind)| kind == "Regain");
+            assert_eq!(regained, policy == "fallback", "{policy}: {:?}", got[0]);
+            let exhausted = got[0].iter().filter(|(_, k)| k == "Exhausted" || k == "Reuse").count();
+            assert!(exhausted >= 1, "{policy}: {:?}", got[0]);
+            let count = |ctx: &SiteContext| {
+                let site = ctx.site.id.clone();
+                async move { store.exhaustion_counts(&site, 0).await.unwrap().iter().map(|(_, n)| n).sum::<i64>() }
+            };
+            assert_eq!(count(&one).await, count(&many).await);
+            // Stored as a single visit stores it: the session, its first page, its lease.
+            let first = firsts[1].clone().unwrap();
+            let s = store.get_session(&many.site.id, &first.session_id).await.unwrap();
+            assert_eq!((s.source.as_str(), s.page_count, s.track_code.as_str()), ("google", 1, first.track_code.as_str()));
+            assert_eq!(store.session_pages(&s.id).await.unwrap().len(), 1);
+            let leases = store.number_leases(s.number_id.as_deref().unwrap()).await.unwrap();
+            assert!(leases.iter().any(|l| Some(&l.id) == s.lease_id.as_ref() && l.session_id == s.id));
+        }
+    }
+
+    a_batch_larger_than_one_statement_is_written_whole(store, db) {
+        // 2 000 sessions: several chunks, and five-digit codes drawn blind clash about 20
+        // times (n²/2 of 90 000), so the clash repair runs too.
+        const N: usize = 2_000;
+        let (_, ctx) = engine_site(store, 4, "fallback").await;
+        let req = visit_req("https://shop.example/?utm_source=google&utm_medium=cpc", None);
+        let batch: Vec<_> = (0..N).map(|_| tracking::new_session(&ctx, &req)).collect();
+        let shown = store.open_sessions(&batch, T0).await.unwrap();
+        assert_eq!(shown.len(), N);
+        let mut codes: Vec<&str> = shown.iter().map(|s| s.track_code.as_str()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), N, "track codes repeat within a batch");
+        let fresh = shown.iter().filter(|s| matches!(s.allocation, Some(Allocation::Fresh { .. }))).count();
+        assert_eq!(fresh, 4);
+        assert!(shown[4..].iter().all(|s| s.number.as_deref() == Some("+74952000099")));
+        assert_eq!(store.exhaustion_counts(&ctx.site.id, 0).await.unwrap()[0].1, N as i64 - 4);
+        // Every session is stored under the code it was shown.
+        for s in shown.iter().step_by(97) {
+            let found = store.session_by_track_code(&ctx.site.id, &s.track_code, T0).await.unwrap().unwrap();
+            assert_eq!(found.id, s.session_id);
+        }
+        assert!(store.open_sessions(&[], T0).await.unwrap().is_empty());
+    }
+}
+
+/// A visit's outcome, comparable across two sites: the number's last four digits and
+/// the kind of allocation.
+fn summary(s: &Shown) -> (String, String) {
+    let digits = s
+        .number
+        .as_deref()
+        .map_or(String::new(), |n| n[n.len() - 4..].to_owned());
+    let kind = s.allocation.as_ref().map_or("none".to_owned(), |a| {
+        format!("{a:?}")
+            .split([' ', '{'])
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    (digits, kind)
 }

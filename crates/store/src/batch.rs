@@ -1,0 +1,842 @@
+//! Opening many sessions in one transaction, and the pool allocation they share with
+//! continuing sessions.
+//!
+//! A visit used to be one transaction of about ten statements, and every statement is a
+//! round trip to the database (on SQLite, to sqlx's worker thread). A batch of new sessions
+//! now costs about ten statements in all: their track codes are checked in one query, each
+//! pool's candidates are read once and the batch's allocations decided in memory, one after
+//! another exactly as one-by-one visits at the same instant would decide them, and the
+//! sessions, page views, leases, number states and exhaustions are written with one
+//! multi-row statement each. A batch of one is what a single visit runs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+
+use calltrail_core::engine::{self, Allocation, Lease, Millis, Requester, Slot};
+use calltrail_core::ExhaustionPolicy;
+use rand::Rng;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use crate::engine::{
+    lease_row, NewSession, PoolTarget, Shown, Target, LEASE_COLS, SESSION_COLS, TRACK_CODE_LIFE,
+};
+use crate::script::Script;
+use crate::{new_id, Backend, Result, Store, StoreError};
+
+/// The most sessions one multi-row statement carries: 35 parameters each, well under what
+/// SQLite (32 766) and PostgreSQL (65 535) accept. Larger batches go in several chunks of
+/// the same transaction.
+pub const MAX_BATCH: usize = 256;
+
+/// Who asks a pool for a number.
+pub(crate) struct Asker<'a> {
+    pub session_id: &'a str,
+    pub visitor_id: &'a str,
+    pub source: &'a str,
+    /// The session existed before this transaction, so it may hold a lease.
+    pub continuing: bool,
+    /// The visitor may have held numbers before (its id came from the browser).
+    pub known_visitor: bool,
+}
+
+/// What a pool gave one asker.
+pub(crate) struct Placed {
+    pub alloc: Allocation,
+    pub number_id: Option<String>,
+    /// The E.164 form of `number_id`.
+    pub number: Option<String>,
+    pub lease_id: Option<String>,
+}
+
+/// What a pool looked like after the last committed allocation on SQLite: every number
+/// with its latest lease, and the numbers' E.164 forms. SQLite has one writer, this
+/// process, so what it committed is what the database holds, and reading the whole pool
+/// (hundreds of rows and joins) for every batch is work thrown away. Every transaction that
+/// uses a pool's picture takes it out first and puts the new one back only after it
+/// committed (a failed one leaves nothing, and the next one reads the pool again). Writes
+/// that change a pool otherwise (its numbers, heartbeats written back) forget every
+/// picture; a picture taken before such a write is not put back. PostgreSQL, where other
+/// nodes write too, reads the pool every time.
+#[derive(Default)]
+pub(crate) struct PoolsSeen {
+    generation: u64,
+    pools: HashMap<String, PoolSeen>,
+    /// Pictures of the transaction under way: `(generation taken at, pool, picture)`.
+    staged: Vec<(u64, String, PoolSeen)>,
+}
+
+pub(crate) struct PoolSeen {
+    slots: Vec<Slot>,
+    numbers: HashMap<String, String>,
+}
+
+impl Store {
+    fn seen(&self) -> Option<std::sync::MutexGuard<'_, PoolsSeen>> {
+        if self.backend != Backend::Sqlite {
+            return None;
+        }
+        // A poisoned lock only means a panic elsewhere; the pictures are then dropped.
+        Some(self.pools_seen.lock().unwrap_or_else(|e| {
+            let mut g = e.into_inner();
+            *g = PoolsSeen::default();
+            g
+        }))
+    }
+
+    /// Take a pool's picture for the transaction under way (the one it staged itself, if
+    /// any): `(generation, picture)`.
+    fn seen_take(&self, pool_id: &str) -> (u64, Option<PoolSeen>) {
+        let Some(mut s) = self.seen() else {
+            return (0, None);
+        };
+        if let Some(i) = s.staged.iter().rposition(|(_, p, _)| p == pool_id) {
+            let (generation, _, picture) = s.staged.swap_remove(i);
+            return (generation, Some(picture));
+        }
+        (s.generation, s.pools.remove(pool_id))
+    }
+
+    fn seen_stage(&self, generation: u64, pool_id: &str, picture: PoolSeen) {
+        if let Some(mut s) = self.seen() {
+            s.staged.push((generation, pool_id.to_owned(), picture));
+        }
+    }
+
+    /// A transaction begins: pictures a failed one left staged are dropped.
+    pub(crate) fn seen_begin(&self) {
+        if let Some(mut s) = self.seen() {
+            s.staged.clear();
+        }
+    }
+
+    /// The transaction committed: its pictures become the pools' pictures.
+    pub(crate) fn seen_commit(&self) {
+        if let Some(mut s) = self.seen() {
+            let generation = s.generation;
+            let staged = std::mem::take(&mut s.staged);
+            for (g, pool_id, picture) in staged {
+                if g == generation {
+                    s.pools.insert(pool_id, picture);
+                }
+            }
+        }
+    }
+
+    /// Something changed pools outside allocation: read them again next time.
+    pub(crate) fn forget_pools(&self) {
+        if let Some(mut s) = self.seen() {
+            s.generation += 1;
+            s.pools.clear();
+            s.staged.clear();
+        }
+    }
+
+    /// A lease's activity moved on (a continuing session kept its number).
+    pub(crate) fn seen_touch(&self, pool_id: &str, lease_id: &str, now: Millis, hold: Millis) {
+        let (generation, picture) = self.seen_take(pool_id);
+        if let Some(mut p) = picture {
+            if let Some(l) = p
+                .slots
+                .iter_mut()
+                .filter_map(|s| s.latest.as_mut())
+                .find(|l| l.id == lease_id)
+            {
+                if l.last_activity <= now {
+                    l.last_activity = now;
+                    l.hold_until = now + hold;
+                }
+            }
+            self.seen_stage(generation, pool_id, p);
+        }
+    }
+}
+
+/// `($first, ..), (..)`: `rows` tuples of `cols` numbered parameters.
+fn tuples(first: usize, rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * (cols * 5 + 3));
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            let _ = write!(s, "${}", first + r * cols + c);
+        }
+        s.push(')');
+    }
+    s
+}
+
+/// `$first, .., $(first + count - 1)`.
+fn list(first: usize, count: usize) -> String {
+    tuples(first, 1, count)
+        .trim_start_matches('(')
+        .trim_end_matches(')')
+        .to_owned()
+}
+
+impl Store {
+    /// Open sessions and give each its number, all in one transaction. The result is what
+    /// opening them one by one at `now`, in this order, would give.
+    ///
+    /// On SQLite the whole transaction is one round trip: what allocation must read comes
+    /// first (usually nothing: see [`PoolsSeen`]), under the writer lock, which no other
+    /// writer of sessions or leases passes; then `BEGIN IMMEDIATE`, every write and
+    /// `COMMIT` go as one script. On PostgreSQL the pools are locked and read in the
+    /// transaction, and the writes follow it statement by statement.
+    pub async fn open_sessions(
+        &self,
+        items: &[(NewSession, Target)],
+        now: Millis,
+    ) -> Result<Vec<Shown>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _guard = self.write_guard().await;
+        self.seen_begin();
+        let mut out = Vec::with_capacity(items.len());
+        if self.backend == Backend::Postgres {
+            let mut tx = self.pool.begin().await?;
+            let mut clashes = Vec::new();
+            for chunk in items.chunks(MAX_BATCH) {
+                // Each chunk's writes go before the next chunk reads the pool.
+                let mut script = Script::new(self.backend);
+                out.extend(self.plan_chunk(&mut tx, &mut script, chunk, now).await?);
+                clashes.extend(clashing(&script.run(&mut tx).await?)?);
+            }
+            fix_track_codes(&mut tx, items, &mut out, &clashes, now).await?;
+            tx.commit().await?;
+            return Ok(out);
+        }
+        // SQLite: a later chunk allocates from the picture the earlier one left staged.
+        let mut script = Script::new(self.backend);
+        let mut conn = self.pool.acquire().await?;
+        script.push("BEGIN IMMEDIATE").end();
+        for chunk in items.chunks(MAX_BATCH) {
+            out.extend(self.plan_chunk(&mut conn, &mut script, chunk, now).await?);
+        }
+        script.push("COMMIT").end();
+        let rows = match script.run(&mut conn).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                // A statement failed: nothing after it ran, so the transaction is still
+                // open. Undo it (an error here means none was open).
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                return Err(e);
+            }
+        };
+        self.seen_commit();
+        // Committed; a clash of track codes is mended at once, before anyone is answered.
+        let clashes = clashing(&rows)?;
+        fix_track_codes(&mut conn, items, &mut out, &clashes, now).await?;
+        Ok(out)
+    }
+
+    /// Open one session and give it its number, in one transaction.
+    pub async fn open_session(
+        &self,
+        s: &NewSession,
+        target: &Target,
+        now: Millis,
+    ) -> Result<Shown> {
+        let mut shown = self
+            .open_sessions(&[(s.clone(), target.clone())], now)
+            .await?;
+        shown
+            .pop()
+            .ok_or_else(|| StoreError::Conflict("no session opened".into()))
+    }
+
+    /// Decide a chunk of new sessions and add what it writes to `script`.
+    async fn plan_chunk(
+        &self,
+        conn: &mut AnyConnection,
+        script: &mut Script,
+        items: &[(NewSession, Target)],
+        now: Millis,
+    ) -> Result<Vec<Shown>> {
+        let mut shown: Vec<Shown> = items
+            .iter()
+            .map(|(s, _)| Shown {
+                session_id: new_id(),
+                visitor_id: s.visitor_id.clone(),
+                // Checked once written: see `fix_track_codes`.
+                track_code: rand::thread_rng().gen_range(10_000..100_000).to_string(),
+                number: None,
+                allocation: None,
+                hold_ms: None,
+                is_bot: s.is_bot,
+            })
+            .collect();
+        // What each session holds: (pool, number, lease).
+        let mut held: Vec<(Option<String>, Option<String>, Option<String>)> =
+            vec![(None, None, None); items.len()];
+        let mut by_pool: BTreeMap<&str, (&PoolTarget, Vec<usize>)> = BTreeMap::new();
+        for (i, (_, target)) in items.iter().enumerate() {
+            match target {
+                Target::None => {}
+                Target::Static { number_id, number } => {
+                    held[i].1 = Some(number_id.clone());
+                    shown[i].number = Some(number.clone());
+                }
+                Target::Pool(p) => by_pool
+                    .entry(&p.pool_id)
+                    .or_insert((p, Vec::new()))
+                    .1
+                    .push(i),
+            }
+        }
+        // Pools in id order, so concurrent PostgreSQL transactions lock them in one order.
+        for (pool, idx) in by_pool.into_values() {
+            let askers: Vec<Asker<'_>> = idx
+                .iter()
+                .map(|&i| Asker {
+                    session_id: &shown[i].session_id,
+                    visitor_id: &items[i].0.visitor_id,
+                    source: &items[i].0.source,
+                    continuing: false,
+                    known_visitor: items[i].0.known_visitor,
+                })
+                .collect();
+            let site_id = &items[idx[0]].0.site_id;
+            let placed = self
+                .allocate_many(conn, script, site_id, pool, &askers, now)
+                .await?;
+            for (&i, p) in idx.iter().zip(placed) {
+                shown[i].hold_ms = (!matches!(p.alloc, Allocation::Exhausted)).then(|| pool.hold());
+                shown[i].number = p.number;
+                shown[i].allocation = Some(p.alloc);
+                held[i] = (Some(pool.pool_id.clone()), p.number_id, p.lease_id);
+            }
+        }
+        insert_sessions(script, items, &shown, &held, now);
+        insert_first_pages(script, items, &shown, now);
+        // Which new sessions drew a track code a live session of their site shows.
+        script.push(
+            "SELECT s.id AS clash FROM sessions s WHERE EXISTS (SELECT 1 FROM sessions o \
+             WHERE o.site_id = s.site_id AND o.track_code = s.track_code AND o.id <> s.id \
+             AND o.last_activity >= ",
+        );
+        script.val(now - TRACK_CODE_LIFE).push(") AND s.id IN (");
+        for sh in &shown {
+            script.val(sh.session_id.clone());
+        }
+        script.push(")").end();
+        Ok(shown)
+    }
+
+    /// The atomic allocation of DESIGN.md §4 for several askers of one pool, inside the
+    /// caller's transaction: each decided by `engine::allocate` over the pool as the ones
+    /// before it left it.
+    pub(crate) async fn allocate_many(
+        &self,
+        conn: &mut AnyConnection,
+        script: &mut Script,
+        site_id: &str,
+        pool: &PoolTarget,
+        askers: &[Asker<'_>],
+        now: Millis,
+    ) -> Result<Vec<Placed>> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT id FROM pools WHERE id = $1 FOR UPDATE")
+                .bind(&pool.pool_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        let held_before = held_before(conn, site_id, &pool.pool_id, askers).await?;
+        let (generation, picture) = self.seen_take(&pool.pool_id);
+        let whole = self.backend == Backend::Sqlite;
+        let (mut slots, numbers) = match picture {
+            Some(p) => (p.slots, p.numbers),
+            None => candidates(conn, pool, askers, &held_before, now, whole).await?,
+        };
+        let mut w = Writes::default();
+        let mut out = Vec::with_capacity(askers.len());
+        let none = Vec::new();
+        for a in askers {
+            let req = Requester {
+                session_id: a.session_id,
+                visitor_id: a.visitor_id,
+                source: a.source,
+                held_before: held_before.get(a.visitor_id).unwrap_or(&none),
+            };
+            let alloc = engine::allocate(&slots, &req, pool.policy, now);
+            let placed = match &alloc {
+                Allocation::Keep {
+                    number_id,
+                    lease_id,
+                } => {
+                    if let Some(l) = slots
+                        .iter_mut()
+                        .find(|s| &s.number_id == number_id)
+                        .and_then(|s| s.latest.as_mut())
+                        .filter(|l| l.last_activity <= now)
+                    {
+                        l.last_activity = now;
+                        l.hold_until = now + pool.hold();
+                    }
+                    w.keep.push(lease_id.clone());
+                    Placed {
+                        number: numbers.get(number_id).cloned(),
+                        number_id: Some(number_id.clone()),
+                        lease_id: Some(lease_id.clone()),
+                        alloc: alloc.clone(),
+                    }
+                }
+                Allocation::Regain { number_id }
+                | Allocation::Fresh { number_id }
+                | Allocation::Reuse { number_id, .. } => {
+                    let lease = Lease {
+                        id: new_id(),
+                        number_id: number_id.clone(),
+                        session_id: a.session_id.to_owned(),
+                        visitor_id: a.visitor_id.to_owned(),
+                        source: a.source.to_owned(),
+                        leased_at: now,
+                        last_activity: now,
+                        hold_until: now + pool.hold(),
+                        ended_at: None,
+                    };
+                    let slot = slots.iter_mut().find(|s| &s.number_id == number_id);
+                    if let Some(prev) = slot.and_then(|s| s.latest.replace(lease.clone())) {
+                        w.end(&prev.id, now);
+                    }
+                    w.state.insert(number_id.clone(), lease.id.clone());
+                    let lease_id = lease.id.clone();
+                    w.leases.push(lease);
+                    Placed {
+                        number: numbers.get(number_id).cloned(),
+                        number_id: Some(number_id.clone()),
+                        lease_id: Some(lease_id),
+                        alloc: alloc.clone(),
+                    }
+                }
+                Allocation::Exhausted => Placed {
+                    number_id: pool.fallback.as_ref().map(|f| f.0.clone()),
+                    number: pool.fallback.as_ref().map(|f| f.1.clone()),
+                    lease_id: None,
+                    alloc: Allocation::Exhausted,
+                },
+            };
+            if alloc.is_exhaustion() {
+                let outcome = if matches!(alloc, Allocation::Reuse { .. }) {
+                    "reuse"
+                } else {
+                    "fallback"
+                };
+                w.exhaustions
+                    .push((a.session_id.to_owned(), outcome, placed.number_id.clone()));
+            }
+            out.push(placed);
+        }
+        w.write(script, site_id, pool, now);
+        if whole {
+            self.seen_stage(generation, &pool.pool_id, PoolSeen { slots, numbers });
+        }
+        Ok(out)
+    }
+}
+
+/// What one pool's allocations write.
+#[derive(Default)]
+struct Writes {
+    /// Live leases whose activity moves on to now.
+    keep: Vec<String>,
+    /// Leases (written before) that end now, or when their hold ran out.
+    ends: Vec<String>,
+    /// New leases (one may already have ended, taken by a later asker of the batch).
+    leases: Vec<Lease>,
+    /// The latest lease of each number leased anew.
+    state: BTreeMap<String, String>,
+    /// `(session, outcome, number shown)`.
+    exhaustions: Vec<(String, &'static str, Option<String>)>,
+}
+
+impl Writes {
+    fn end(&mut self, lease_id: &str, now: Millis) {
+        match self.leases.iter_mut().find(|l| l.id == lease_id) {
+            Some(l) => {
+                if l.ended_at.is_none() {
+                    l.ended_at = Some(l.hold_until.min(now));
+                }
+            }
+            None => self.ends.push(lease_id.to_owned()),
+        }
+    }
+
+    fn write(&self, script: &mut Script, site_id: &str, pool: &PoolTarget, now: Millis) {
+        if !self.keep.is_empty() {
+            // A request that read the clock earlier must not move activity back.
+            script.push("UPDATE leases SET last_activity = ");
+            script
+                .val(now)
+                .push(", hold_until = ")
+                .val(now + pool.hold());
+            script
+                .push(" WHERE last_activity <= ")
+                .val(now)
+                .push(" AND id IN (");
+            for id in &self.keep {
+                script.val(id.clone());
+            }
+            script.push(")").end();
+        }
+        if !self.ends.is_empty() {
+            script.push("UPDATE leases SET ended_at = CASE WHEN hold_until < ");
+            script.val(now).push(" THEN hold_until ELSE ").val(now);
+            script.push(" END WHERE ended_at IS NULL AND id IN (");
+            for id in &self.ends {
+                script.val(id.clone());
+            }
+            script.push(")").end();
+        }
+        if !self.leases.is_empty() {
+            script.push(
+                "INSERT INTO leases (id, site_id, pool_id, number_id, session_id, visitor_id, source, \
+                 leased_at, last_activity, hold_until, ended_at) VALUES ",
+            );
+            for (i, l) in self.leases.iter().enumerate() {
+                script.push(if i == 0 { "(" } else { ", (" });
+                script
+                    .val(l.id.clone())
+                    .val(site_id.to_owned())
+                    .val(pool.pool_id.clone())
+                    .val(l.number_id.clone())
+                    .val(l.session_id.clone())
+                    .val(l.visitor_id.clone())
+                    .val(l.source.clone())
+                    .val(l.leased_at)
+                    .val(l.last_activity)
+                    .val(l.hold_until)
+                    .val(l.ended_at)
+                    .push(")");
+            }
+            script.end();
+        }
+        if !self.state.is_empty() {
+            script.push("INSERT INTO number_state (number_id, pool_id, lease_id) VALUES ");
+            for (i, (number_id, lease_id)) in self.state.iter().enumerate() {
+                script.push(if i == 0 { "(" } else { ", (" });
+                script
+                    .val(number_id.clone())
+                    .val(pool.pool_id.clone())
+                    .val(lease_id.clone())
+                    .push(")");
+            }
+            script.push(
+                " ON CONFLICT (number_id) DO UPDATE SET pool_id = excluded.pool_id, lease_id = excluded.lease_id",
+            );
+            script.end();
+        }
+        if !self.exhaustions.is_empty() {
+            script.push(
+                "INSERT INTO exhaustions (id, site_id, pool_id, session_id, at, outcome, number_id) VALUES ",
+            );
+            for (i, (session_id, outcome, number_id)) in self.exhaustions.iter().enumerate() {
+                script.push(if i == 0 { "(" } else { ", (" });
+                script
+                    .val(new_id())
+                    .val(site_id.to_owned())
+                    .val(pool.pool_id.clone())
+                    .val(session_id.clone())
+                    .val(now)
+                    .val(*outcome)
+                    .val(number_id.clone())
+                    .push(")");
+            }
+            script.end();
+        }
+    }
+}
+
+/// The numbers of this pool each (possibly returning) visitor held, most recent first, five
+/// at most.
+async fn held_before(
+    conn: &mut AnyConnection,
+    site_id: &str,
+    pool_id: &str,
+    askers: &[Asker<'_>],
+) -> Result<HashMap<String, Vec<String>>> {
+    let mut visitors: Vec<&str> = askers
+        .iter()
+        .filter(|a| a.known_visitor || a.continuing)
+        .map(|a| a.visitor_id)
+        .collect();
+    visitors.sort_unstable();
+    visitors.dedup();
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    if visitors.is_empty() {
+        return Ok(out);
+    }
+    let sql = format!(
+        "SELECT visitor_id, number_id, rn FROM (SELECT visitor_id, number_id, \
+         ROW_NUMBER() OVER (PARTITION BY visitor_id ORDER BY leased_at DESC) AS rn FROM leases \
+         WHERE site_id = $1 AND pool_id = $2 AND visitor_id IN ({})) t WHERE rn <= 5 \
+         ORDER BY visitor_id, rn",
+        list(3, visitors.len())
+    );
+    let mut q = sqlx::query(&sql).bind(site_id).bind(pool_id);
+    for v in &visitors {
+        q = q.bind(*v);
+    }
+    for r in q.fetch_all(&mut *conn).await? {
+        out.entry(r.try_get("visitor_id")?)
+            .or_default()
+            .push(r.try_get("number_id")?);
+    }
+    Ok(out)
+}
+
+/// The pool's numbers `engine::allocate` could pick for these askers, with their latest
+/// leases, and every candidate's E.164 form.
+///
+/// Over the whole pool it decides as it does over the only numbers it can pick: the
+/// sessions' own, those their visitors held before, the `k` free ones idle the longest
+/// (chosen here in SQL in its order: never used first, then `last_activity`, then id) and,
+/// per source, the free ones idle the longest whose last holder had that source, as many as
+/// the batch has askers of it. Each asker takes at most one, so the ones after it still
+/// find their pick among the rest. Reading every number made a visit's cost grow with the
+/// pool; `reuse` compares the live leases, so it still reads them all, and so does a
+/// `whole` read (a picture of the pool to keep, on SQLite).
+async fn candidates(
+    conn: &mut AnyConnection,
+    pool: &PoolTarget,
+    askers: &[Asker<'_>],
+    held_before: &HashMap<String, Vec<String>>,
+    now: Millis,
+    whole: bool,
+) -> Result<(Vec<Slot>, HashMap<String, String>)> {
+    const FREE_ENDED: &str =
+        "CASE WHEN {l}.ended_at IS NOT NULL AND {l}.ended_at < {l}.hold_until \
+        THEN {l}.ended_at ELSE {l}.hold_until END";
+    let mut sql = format!(
+        "SELECT n.id AS number_id, n.number, {LEASE_COLS} FROM tracking_numbers n \
+         LEFT JOIN number_state st ON st.number_id = n.id \
+         LEFT JOIN leases l ON l.id = st.lease_id \
+         WHERE n.pool_id = $1 AND n.kind = 'pool'"
+    );
+    let narrow = !whole && pool.policy != ExhaustionPolicy::Reuse;
+    let own: Vec<&str> = askers
+        .iter()
+        .filter(|a| a.continuing)
+        .map(|a| a.session_id)
+        .collect();
+    let mut sources: BTreeMap<&str, usize> = BTreeMap::new();
+    for a in askers {
+        *sources.entry(a.source).or_default() += 1;
+    }
+    let mut held: Vec<&str> = held_before.values().flatten().map(String::as_str).collect();
+    held.sort_unstable();
+    held.dedup();
+    if narrow {
+        let _ = write!(
+            sql,
+            " AND (n.id IN (SELECT n2.id FROM tracking_numbers n2 \
+             LEFT JOIN number_state st2 ON st2.number_id = n2.id \
+             LEFT JOIN leases l2 ON l2.id = st2.lease_id \
+             WHERE n2.pool_id = $1 AND n2.kind = 'pool' AND (l2.id IS NULL OR $2 > {}) \
+             ORDER BY CASE WHEN l2.id IS NULL THEN 0 ELSE 1 END, l2.last_activity, n2.id LIMIT {})",
+            FREE_ENDED.replace("{l}", "l2"),
+            askers.len()
+        );
+        let mut next = 3;
+        for &k in sources.values() {
+            let _ = write!(
+                sql,
+                " OR n.id IN (SELECT n3.id FROM tracking_numbers n3 \
+                 JOIN number_state st3 ON st3.number_id = n3.id \
+                 JOIN leases l3 ON l3.id = st3.lease_id \
+                 WHERE n3.pool_id = $1 AND n3.kind = 'pool' AND l3.source = ${next} AND $2 > {} \
+                 ORDER BY l3.last_activity, n3.id LIMIT {k})",
+                FREE_ENDED.replace("{l}", "l3"),
+            );
+            next += 1;
+        }
+        if !own.is_empty() {
+            let _ = write!(sql, " OR l.session_id IN ({})", list(next, own.len()));
+            next += own.len();
+        }
+        if !held.is_empty() {
+            let _ = write!(sql, " OR n.id IN ({})", list(next, held.len()));
+        }
+        sql.push(')');
+    }
+    let mut q = sqlx::query(&sql).bind(&pool.pool_id);
+    if narrow {
+        q = q.bind(now);
+        for s in sources.keys() {
+            q = q.bind(*s);
+        }
+        for s in &own {
+            q = q.bind(*s);
+        }
+        for h in &held {
+            q = q.bind(*h);
+        }
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    let mut slots = Vec::with_capacity(rows.len());
+    let mut numbers = HashMap::with_capacity(rows.len());
+    for r in &rows {
+        let number_id: String = r.try_get("number_id")?;
+        numbers.insert(number_id.clone(), r.try_get::<String, _>("number")?);
+        slots.push(Slot {
+            number_id,
+            latest: lease_row(r)?,
+        });
+    }
+    Ok((slots, numbers))
+}
+
+/// The sessions a script's clash check named.
+fn clashing(rows: &[AnyRow]) -> Result<Vec<String>> {
+    rows.iter()
+        .map(|r| r.try_get("clash").map_err(Into::into))
+        .collect()
+}
+
+/// Draw new track codes for the sessions of the batch whose code clashed with a live
+/// session of their site (or with one another): five digits, six once a site is busy enough
+/// for clashes, each checked against the site's sessions active within [`TRACK_CODE_LIFE`].
+async fn fix_track_codes(
+    conn: &mut AnyConnection,
+    items: &[(NewSession, Target)],
+    shown: &mut [Shown],
+    clashes: &[String],
+    now: Millis,
+) -> Result<()> {
+    if clashes.is_empty() {
+        return Ok(());
+    }
+    let mut given: HashSet<(String, String)> = HashSet::new();
+    for (i, sh) in shown.iter_mut().enumerate() {
+        if !clashes.contains(&sh.session_id) {
+            continue;
+        }
+        let site_id = &items[i].0.site_id;
+        let mut found = None;
+        for attempt in 1..20 {
+            let code = if attempt < 10 {
+                rand::thread_rng().gen_range(10_000..100_000)
+            } else {
+                rand::thread_rng().gen_range(100_000..1_000_000)
+            }
+            .to_string();
+            if given.contains(&(site_id.clone(), code.clone())) {
+                continue;
+            }
+            let taken = sqlx::query(
+                "SELECT 1 AS x FROM sessions WHERE site_id = $1 AND track_code = $2 AND last_activity >= $3 LIMIT 1",
+            )
+            .bind(site_id)
+            .bind(&code)
+            .bind(now - TRACK_CODE_LIFE)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if taken.is_none() {
+                found = Some(code);
+                break;
+            }
+        }
+        let code = found.ok_or_else(|| StoreError::Conflict("no free track code".into()))?;
+        sqlx::query("UPDATE sessions SET track_code = $1 WHERE id = $2")
+            .bind(&code)
+            .bind(&sh.session_id)
+            .execute(&mut *conn)
+            .await?;
+        given.insert((site_id.clone(), code.clone()));
+        sh.track_code = code;
+    }
+    Ok(())
+}
+
+fn insert_sessions(
+    script: &mut Script,
+    items: &[(NewSession, Target)],
+    shown: &[Shown],
+    held: &[(Option<String>, Option<String>, Option<String>)],
+    now: Millis,
+) {
+    script.push(&format!("INSERT INTO sessions ({SESSION_COLS}) VALUES "));
+    for (i, (((s, _), sh), (pool_id, number_id, lease_id))) in
+        items.iter().zip(shown).zip(held).enumerate()
+    {
+        script.push(if i == 0 { "(" } else { ", (" });
+        script
+            .val(sh.session_id.clone())
+            .val(s.site_id.clone())
+            .val(s.visitor_id.clone())
+            .val(now)
+            .val(now)
+            .val(sh.track_code.clone())
+            .val(s.channel.clone())
+            .val(s.source.clone())
+            .val(s.medium.clone())
+            .val(s.campaign.clone())
+            .val(s.content.clone())
+            .val(s.keyword.clone())
+            .val(s.referrer.clone())
+            .val(s.referrer_domain.clone())
+            .val(s.landing_url.clone())
+            .val(s.landing_path.clone())
+            .val(s.gclid.clone())
+            .val(s.yclid.clone())
+            .val(s.fbclid.clone())
+            .val(s.ga_client_id.clone())
+            .val(s.ym_client_id.clone())
+            .val(s.user_agent.clone())
+            .val(s.device.clone())
+            .val(s.browser.clone())
+            .val(s.os.clone())
+            .val(s.ip.clone())
+            .val(s.city.clone())
+            .val(s.screen.clone())
+            .val(s.lang.clone())
+            .val(i64::from(s.is_bot))
+            .val(s.rule_id.clone())
+            .val(pool_id.clone())
+            .val(number_id.clone())
+            .val(lease_id.clone())
+            .val(1_i64)
+            .push(")");
+    }
+    script.end();
+}
+
+fn insert_first_pages(
+    script: &mut Script,
+    items: &[(NewSession, Target)],
+    shown: &[Shown],
+    now: Millis,
+) {
+    script.push("INSERT INTO page_views (id, session_id, at, kind, url, title) VALUES ");
+    for (i, ((s, _), sh)) in items.iter().zip(shown).enumerate() {
+        script.push(if i == 0 { "(" } else { ", (" });
+        script
+            .val(new_id())
+            .val(sh.session_id.clone())
+            .val(now)
+            .val("pageview")
+            .val(s.landing_url.clone())
+            .val(s.title.clone())
+            .push(")");
+    }
+    script.end();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_parameters() {
+        assert_eq!(tuples(1, 2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(tuples(4, 1, 2), "($4, $5)");
+        assert_eq!(list(3, 3), "$3, $4, $5");
+        assert_eq!(list(2, 1), "$2");
+    }
+}
