@@ -19,7 +19,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::engine::{
-    lease_row, NewSession, PoolTarget, Shown, Target, LEASE_COLS, SESSION_COLS, TRACK_CODE_LIFE,
+    lease_row, Live, NewPage, NewSession, PoolTarget, Shown, Target, LEASE_COLS, SESSION_COLS,
+    TRACK_CODE_LIFE,
 };
 use crate::script::Script;
 use crate::{new_id, Backend, Result, Store, StoreError};
@@ -220,20 +221,137 @@ impl Store {
             out.extend(self.plan_chunk(&mut conn, &mut script, chunk, now).await?);
         }
         script.push("COMMIT").end();
-        let rows = match script.run(&mut conn).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                // A statement failed: nothing after it ran, so the transaction is still
-                // open. Undo it (an error here means none was open).
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                return Err(e);
-            }
-        };
+        let rows = run_in_transaction(script, &mut conn).await?;
         self.seen_commit();
         // Committed; a clash of track codes is mended at once, before anyone is answered.
         let clashes = clashing(&rows)?;
         fix_track_codes(&mut conn, items, &mut out, &clashes, now).await?;
         Ok(out)
+    }
+
+    /// `continue_session` on SQLite: one read, then the transaction as one script
+    /// (`BEGIN IMMEDIATE` .. `COMMIT`), under the writer lock.
+    pub(crate) async fn continue_scripted(
+        &self,
+        site_id: &str,
+        session_id: &str,
+        page: Option<&NewPage>,
+        pools: &[PoolTarget],
+        now: Millis,
+    ) -> Result<Option<Shown>> {
+        let _guard = self.write_guard().await;
+        self.seen_begin();
+        let mut conn = self.pool.acquire().await?;
+        let row = sqlx::query(
+            "SELECT s.id, s.visitor_id, s.source, s.track_code, s.pool_id, s.number_id, s.lease_id, \
+             s.last_activity, n.number, n.kind, l.ended_at AS l_ended_at, l.hold_until AS l_hold_until \
+             FROM sessions s LEFT JOIN tracking_numbers n ON n.id = s.number_id \
+             LEFT JOIN leases l ON l.id = s.lease_id WHERE s.id = $1 AND s.site_id = $2",
+        )
+        .bind(session_id)
+        .bind(site_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let last: Millis = row.try_get("last_activity")?;
+        if now - last > engine::SESSION_TIMEOUT {
+            return Ok(None);
+        }
+        let live = Live {
+            id: row.try_get("id")?,
+            visitor_id: row.try_get("visitor_id")?,
+            source: row.try_get("source")?,
+            track_code: row.try_get("track_code")?,
+            pool_id: row.try_get("pool_id")?,
+            number_id: row.try_get("number_id")?,
+            number: row.try_get("number")?,
+            lease_id: row.try_get("lease_id")?,
+        };
+        let kind: Option<String> = row.try_get("kind")?;
+        let lease_ended: Option<Millis> = row.try_get("l_ended_at")?;
+        let lease_hold: Option<Millis> = row.try_get("l_hold_until")?;
+        let mut script = Script::new(self.backend);
+        script.push("BEGIN IMMEDIATE").end();
+        script
+            .push("UPDATE sessions SET last_activity = ")
+            .val(now.max(last))
+            .push(", page_count = page_count + ")
+            .val(i64::from(page.is_some()))
+            .push(" WHERE id = ")
+            .val(live.id.clone())
+            .end();
+        if let Some(p) = page {
+            script
+                .push("INSERT INTO page_views (id, session_id, at, kind, url, title) VALUES (")
+                .val(new_id())
+                .val(live.id.clone())
+                .val(now)
+                .val(p.kind.clone())
+                .val(p.url.clone())
+                .val(p.title.clone())
+                .push(")")
+                .end();
+        }
+        let mut shown = Shown {
+            session_id: live.id.clone(),
+            visitor_id: live.visitor_id.clone(),
+            track_code: live.track_code.clone(),
+            number: None,
+            allocation: None,
+            is_bot: false,
+            hold_ms: None,
+        };
+        let pool = live
+            .pool_id
+            .as_deref()
+            .and_then(|pid| pools.iter().find(|p| p.pool_id == pid));
+        match (pool, &live.lease_id, &live.number_id) {
+            // The common case: the session's lease is alive, move it on.
+            (Some(pool), Some(lease_id), Some(number_id))
+                if lease_ended.is_none() && lease_hold.is_some_and(|h| h >= now) =>
+            {
+                // A request that read the clock earlier must not move activity back.
+                script
+                    .push("UPDATE leases SET last_activity = ")
+                    .val(now)
+                    .push(", hold_until = ")
+                    .val(now + pool.hold())
+                    .push(" WHERE id = ")
+                    .val(lease_id.clone())
+                    .push(" AND last_activity <= ")
+                    .val(now)
+                    .end();
+                self.seen_touch(&pool.pool_id, lease_id, now, pool.hold());
+                shown.hold_ms = Some(pool.hold());
+                shown.number.clone_from(&live.number);
+                shown.allocation = Some(Allocation::Keep {
+                    number_id: number_id.clone(),
+                    lease_id: lease_id.clone(),
+                });
+            }
+            (Some(pool), _, _) => {
+                self.place_again(
+                    &mut conn,
+                    &mut script,
+                    site_id,
+                    &live,
+                    pool,
+                    now,
+                    &mut shown,
+                )
+                .await?;
+            }
+            // A static number, or a session that keeps the site's own number.
+            (None, _, _) => {
+                shown.number = live.number.filter(|_| kind.as_deref() == Some("static"));
+            }
+        }
+        script.push("COMMIT").end();
+        run_in_transaction(script, &mut conn).await?;
+        self.seen_commit();
+        Ok(Some(shown))
     }
 
     /// Open one session and give it its number, in one transaction.
@@ -690,6 +808,19 @@ async fn candidates(
         });
     }
     Ok((slots, numbers))
+}
+
+/// Run a script that begins and commits its own transaction. When a statement fails,
+/// nothing after it ran, so the transaction is still open: it is undone (an error from the
+/// `ROLLBACK` means none was open).
+async fn run_in_transaction(script: Script, conn: &mut AnyConnection) -> Result<Vec<AnyRow>> {
+    match script.run(conn).await {
+        Ok(rows) => Ok(rows),
+        Err(e) => {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            Err(e)
+        }
+    }
 }
 
 /// The sessions a script's clash check named.

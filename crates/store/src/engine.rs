@@ -176,16 +176,16 @@ pub(crate) fn session_row(r: &AnyRow) -> Result<Session> {
 }
 
 /// A session's state inside a transaction.
-struct Live {
-    id: String,
-    visitor_id: String,
-    source: String,
-    track_code: String,
-    pool_id: Option<String>,
-    number_id: Option<String>,
+pub(crate) struct Live {
+    pub id: String,
+    pub visitor_id: String,
+    pub source: String,
+    pub track_code: String,
+    pub pool_id: Option<String>,
+    pub number_id: Option<String>,
     /// The E.164 form of `number_id`, read with the session.
-    number: Option<String>,
-    lease_id: Option<String>,
+    pub number: Option<String>,
+    pub lease_id: Option<String>,
 }
 
 impl Store {
@@ -199,6 +199,11 @@ impl Store {
         pools: &[PoolTarget],
         now: Millis,
     ) -> Result<Option<Shown>> {
+        if self.backend == crate::Backend::Sqlite {
+            return self
+                .continue_scripted(site_id, session_id, page, pools, now)
+                .await;
+        }
         let _guard = self.write_guard().await;
         self.seen_begin();
         let mut tx = self.pool.begin().await?;
@@ -309,6 +314,26 @@ impl Store {
                 return Ok(shown);
             }
         }
+        let mut script = Script::new(self.backend);
+        self.place_again(tx, &mut script, site_id, s, pool, now, &mut shown)
+            .await?;
+        script.run(tx).await?;
+        Ok(shown)
+    }
+
+    /// A continuing session of a pool whose lease ran out (or was taken): the pool finds
+    /// it a number again; the writes go to `script`, the answer to `shown`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn place_again(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        script: &mut Script,
+        site_id: &str,
+        s: &Live,
+        pool: &PoolTarget,
+        now: Millis,
+        shown: &mut Shown,
+    ) -> Result<()> {
         let asker = Asker {
             session_id: &s.id,
             visitor_id: &s.visitor_id,
@@ -316,9 +341,8 @@ impl Store {
             continuing: true,
             known_visitor: true,
         };
-        let mut script = Script::new(self.backend);
         let placed = self
-            .allocate_many(tx, &mut script, site_id, pool, &[asker], now)
+            .allocate_many(conn, script, site_id, pool, &[asker], now)
             .await?
             .pop()
             .ok_or_else(|| StoreError::Conflict("no allocation".into()))?;
@@ -334,11 +358,10 @@ impl Store {
                 .val(s.id.clone())
                 .end();
         }
-        script.run(tx).await?;
         shown.hold_ms = (!matches!(placed.alloc, Allocation::Exhausted)).then(|| pool.hold());
         shown.number = placed.number;
         shown.allocation = Some(placed.alloc);
-        Ok(shown)
+        Ok(())
     }
 
     /// Write heartbeats answered from memory: each `(session id, at, hold)` moves the
