@@ -141,6 +141,11 @@ enum Load {
         key: Arc<str>,
         sessions: Arc<Vec<String>>,
     },
+    /// The next page of a live session.
+    Page {
+        key: Arc<str>,
+        sessions: Arc<Vec<String>>,
+    },
 }
 
 impl Load {
@@ -162,6 +167,16 @@ impl Load {
                 (
                     "/t/v1/ping",
                     format!(r#"{{"site_key":"{key}","session_id":"{sid}"}}"#),
+                )
+            }
+            Self::Page { key, sessions } => {
+                let i = (worker + n * 7919) % sessions.len().max(1);
+                let sid = sessions.get(i).map_or("", String::as_str);
+                (
+                    "/t/v1/visit",
+                    format!(
+                        r#"{{"site_key":"{key}","session_id":"{sid}","url":"https://bench.example/sofas/{n}","referrer":"https://bench.example/sofas","title":"Sofa {n}"}}"#
+                    ),
                 )
             }
         }
@@ -464,7 +479,7 @@ fn run_backend(
         eprintln!("[{name}] ping");
         let ping = Load::Ping {
             key: key.clone(),
-            sessions,
+            sessions: sessions.clone(),
         };
         let (secs, t) = measure(
             srv.addr,
@@ -476,6 +491,22 @@ fn run_backend(
         )
         .await?;
         out.push(outcome(name, "ping", secs, t));
+
+        eprintln!("[{name}] visit, next page of a live session");
+        let page = Load::Page {
+            key: key.clone(),
+            sessions: sessions.clone(),
+        };
+        let (secs, t) = measure(
+            srv.addr,
+            page,
+            plan.concurrency,
+            plan.warmup,
+            plan.duration,
+            None,
+        )
+        .await?;
+        out.push(outcome(name, "visit (next page)", secs, t));
 
         // Fresh numbers are bounded: the pool's free numbers, each visit leases one. The
         // server is warm from the ping phase, so every visit of this phase is measured.
@@ -728,10 +759,13 @@ fn main() -> anyhow::Result<()> {
              ({client_threads} thread). Both share the same {cores} cores, so the figures are a floor \
              for a machine where the load comes from elsewhere.\n\
              - Load: closed loop, {} HTTP/1.1 keep-alive connections on loopback, one request in \
-             flight each; {:.0} s warm-up not measured, then {:.0} s measured per row. Every visit is a \
-             new visitor (no visitor or session id) with a browser User-Agent and the site's Origin.\n\
+             flight each; {:.0} s warm-up not measured, then {:.0} s measured per row. Every visit but \
+             \"next page\" is a new visitor (no visitor or session id) with a browser User-Agent and \
+             the site's Origin.\n\
              - Site: one pool of {} numbers (15 min hold, fallback policy) and a fallback number. \
-             The ping row cycles through {} sessions opened first, each holding a pool number. \
+             The ping row cycles through {} sessions opened first, each holding a pool number; \
+             \"visit (next page)\" loads another page in those sessions (a page view, the session \
+             and its lease moved on). \
              \"visit (fresh number)\" runs while the pool has free numbers (each visit leases one; \
              bounded by the pool's size, no separate warm-up: the server is warm from the ping \
              phase); \"visit (pool dry)\" comes after, when every new visitor is shown the fallback \

@@ -16,8 +16,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use calltrail_core::Phone;
 use calltrail_store::engine::{NewPage, Shown};
-use calltrail_store::tracking::{clean_id, new_session, SiteContext, VisitRequest};
-use calltrail_store::StoreError;
+use calltrail_store::tracking::{
+    clean_id, continuing_visit, new_session, SiteContext, VisitRequest,
+};
+use calltrail_store::{Continuing, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -375,8 +377,10 @@ async fn visit(
         ip: Some(ip),
     };
     let shown = with_deadline(async {
-        if let Some(shown) = st.store.continue_visit(&ctx, &req, now_ms()).await? {
-            return Ok(shown);
+        if let Some(c) = continuing_visit(&ctx, &req) {
+            if let Some(shown) = st.visits.continue_session(c).await? {
+                return Ok(shown);
+            }
         }
         let (session, target) = new_session(&ctx, &req);
         st.visits.open(session, target).await
@@ -435,7 +439,13 @@ async fn continue_call(
             url,
             title,
         };
-        with_deadline(st.store.event(&ctx, &session_id, &p, now)).await?
+        let c = Continuing {
+            site_id: ctx.site.id.clone(),
+            session_id,
+            page: Some(p),
+            pools: ctx.pools.clone(),
+        };
+        with_deadline(st.visits.continue_session(c)).await?
     } else {
         // A session this node answered for lately: from memory, written back within a second.
         if let Some(answer) = st.beats.beat(&session_id, &ctx.site.id, now) {
@@ -453,7 +463,13 @@ async fn continue_call(
             });
         }
         st.metrics.count("calltrail_pings_total{path=\"store\"}");
-        with_deadline(st.store.heartbeat(&ctx, &session_id, now)).await?
+        let c = Continuing {
+            site_id: ctx.site.id.clone(),
+            session_id,
+            page: None,
+            pools: ctx.pools.clone(),
+        };
+        with_deadline(st.visits.continue_session(c)).await?
     };
     let res = match shown {
         Some(shown) => {

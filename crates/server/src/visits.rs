@@ -1,41 +1,65 @@
-//! New sessions, opened together: group commit for `/t/v1/visit`.
+//! Page loads, written together: group commit for `/t/v1/visit` (and the store's part of
+//! `/t/v1/event` and `/t/v1/ping`).
 //!
-//! Every new visitor needs a session, a page view and usually a lease, written in a
-//! transaction before the answer goes out. Written one visit per transaction, a visit costs
-//! about ten database round trips, all behind the pool's lock. Here one writer task takes
-//! the visits that arrived while it was writing the last batch and opens them all in one
-//! transaction (`Store::open_sessions`, a handful of statements whatever the batch's size),
-//! then answers each. Under light load a batch is one visit and nothing waits; under heavy
-//! load batches grow and each visit's share of the work shrinks. Every visit is still
-//! answered only after its transaction committed.
+//! Every page load writes a session or moves one on, adds a page view, and keeps or leases a
+//! number, in a transaction, before the answer goes out. Written one per transaction, a page
+//! load costs several database round trips, all behind the pool's lock. Here one writer task
+//! takes the page loads that arrived while it was writing the last batch and writes them all
+//! in one transaction per kind (`Store::continue_sessions` for live sessions, then
+//! `Store::open_sessions` for new ones: a handful of statements whatever the batch's size),
+//! then answers each. Under light load a batch is one page load and nothing waits; under
+//! heavy load batches grow and each one's share of the work shrinks. Every page load is
+//! still answered only after its transaction committed.
+//!
+//! On PostgreSQL, continuing sessions skip the queue: each is its own transaction (its kept
+//! lease is moved on by an update that checks the lease is still live, which another node
+//! may change at any moment), run by the request itself, so one node's page loads don't
+//! wait on one another.
 
 use std::sync::OnceLock;
 
 use calltrail_core::engine::Millis;
 use calltrail_store::engine::{NewSession, Shown, Target};
-use calltrail_store::{Store, StoreError};
+use calltrail_store::{Backend, Continuing, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
-/// The most visits one transaction opens.
+/// The most page loads one transaction writes.
 pub const MAX_BATCH: usize = 256;
-/// Visits waiting for the writer; beyond this, callers wait for room (and the tracking
+/// Page loads waiting for the writer; beyond this, callers wait for room (and the tracking
 /// deadline answers 503 if that takes too long).
 const QUEUE: usize = 8192;
 
-type Reply = oneshot::Sender<Result<Shown, StoreError>>;
-
-struct Job {
-    session: NewSession,
-    target: Target,
-    reply: Reply,
+enum Job {
+    Open {
+        session: Box<NewSession>,
+        target: Target,
+        reply: oneshot::Sender<Result<Shown, StoreError>>,
+    },
+    Continue {
+        req: Continuing,
+        reply: oneshot::Sender<Result<Option<Shown>, StoreError>>,
+    },
 }
 
-/// The queue of new sessions in front of their writer task (started on first use, so it
+impl Job {
+    fn abandoned(&self) -> bool {
+        match self {
+            Self::Open { reply, .. } => reply.is_closed(),
+            Self::Continue { reply, .. } => reply.is_closed(),
+        }
+    }
+}
+
+/// The queue of page loads in front of their writer task (started on first use, so it
 /// runs on the server's runtime; it ends when the last handle is dropped).
 pub struct VisitWriter {
     store: Store,
     tx: OnceLock<mpsc::Sender<Job>>,
     clock: fn() -> Millis,
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the visit writer stopped".into())
 }
 
 impl VisitWriter {
@@ -47,67 +71,112 @@ impl VisitWriter {
         }
     }
 
-    /// Open a session (with the next batch) and give it its number.
-    pub async fn open(&self, session: NewSession, target: Target) -> Result<Shown, StoreError> {
-        let tx = self.tx.get_or_init(|| {
+    fn queue(&self) -> &mpsc::Sender<Job> {
+        self.tx.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
             tokio::spawn(run(self.store.clone(), rx, self.clock));
             tx
-        });
+        })
+    }
+
+    /// Open a session (with the next batch) and give it its number.
+    pub async fn open(&self, session: NewSession, target: Target) -> Result<Shown, StoreError> {
         let (reply, answer) = oneshot::channel();
-        tx.send(Job {
-            session,
+        let job = Job::Open {
+            session: Box::new(session),
             target,
             reply,
-        })
-        .await
-        .map_err(|_| StoreError::Unavailable("the visit writer stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the visit writer stopped".into()))?
+        };
+        self.queue().send(job).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Continue a session (with the next batch); `None` when it is not live.
+    pub async fn continue_session(&self, req: Continuing) -> Result<Option<Shown>, StoreError> {
+        if self.store.backend() == Backend::Postgres {
+            let now = (self.clock)();
+            let page = req.page.as_ref();
+            return self
+                .store
+                .continue_session(&req.site_id, &req.session_id, page, &req.pools, now)
+                .await;
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Continue { req, reply };
+        self.queue().send(job).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 }
 
 async fn run(store: Store, mut rx: mpsc::Receiver<Job>, clock: fn() -> Millis) {
+    let store = &store;
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        // Callers that gave up (their deadline passed) need nothing opened.
-        jobs.retain(|j| !j.reply.is_closed());
-        if jobs.is_empty() {
-            continue;
+        // Callers that gave up (their deadline passed) need nothing written.
+        jobs.retain(|j| !j.abandoned());
+        let mut continues = Vec::new();
+        let mut opens = Vec::new();
+        for job in jobs.drain(..) {
+            match job {
+                Job::Continue { req, reply } => continues.push((req, reply)),
+                Job::Open {
+                    session,
+                    target,
+                    reply,
+                } => opens.push(((*session, target), reply)),
+            }
         }
-        let batch: Vec<(NewSession, Target)> = jobs
-            .iter_mut()
-            .map(|j| {
-                (
-                    std::mem::take(&mut j.session),
-                    std::mem::replace(&mut j.target, Target::None),
-                )
+        // One clock reading per transaction, taken once the writer holds it: nothing
+        // committed before can look as if it happened later.
+        if !continues.is_empty() {
+            let (reqs, replies): (Vec<_>, Vec<_>) = continues.into_iter().unzip();
+            let done = store.continue_sessions(&reqs, clock()).await;
+            answer(done, reqs, replies, |r| async move {
+                let page = r.page.as_ref();
+                store
+                    .continue_session(&r.site_id, &r.session_id, page, &r.pools, clock())
+                    .await
             })
-            .collect();
-        // One clock reading for the batch, taken once the writer holds it: nothing committed
-        // before can look as if it happened later.
-        match store.open_sessions(&batch, clock()).await {
-            Ok(shown) => {
-                for (job, shown) in jobs.drain(..).zip(shown) {
-                    let _ = job.reply.send(Ok(shown));
-                }
-            }
-            Err(e) if jobs.len() == 1 => {
-                if let Some(job) = jobs.pop() {
-                    let _ = job.reply.send(Err(e));
-                }
-            }
-            Err(e) => {
-                // One visit must not fail the others: open them one by one, so each gets
-                // its own answer.
-                tracing::warn!(error = %e, visits = batch.len(), "a batch of visits failed; opening them one by one");
-                for (job, (s, t)) in jobs.drain(..).zip(batch) {
-                    let one = store.open_session(&s, &t, clock()).await;
-                    let _ = job.reply.send(one);
-                }
+            .await;
+        }
+        if !opens.is_empty() {
+            let (items, replies): (Vec<_>, Vec<_>) = opens.into_iter().unzip();
+            let done = store.open_sessions(&items, clock()).await;
+            answer(done, items, replies, |(s, t)| async move {
+                store.open_session(&s, &t, clock()).await
+            })
+            .await;
+        }
+    }
+}
+
+/// Send each caller its answer. When the batch failed, one bad request must not fail the
+/// others: each is written again on its own and gets its own answer.
+async fn answer<I, T, F, Fut>(
+    done: Result<Vec<T>, StoreError>,
+    items: Vec<I>,
+    replies: Vec<oneshot::Sender<Result<T, StoreError>>>,
+    one: F,
+) where
+    F: Fn(I) -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    match done {
+        Ok(answers) => {
+            for (reply, a) in replies.into_iter().zip(answers) {
+                let _ = reply.send(Ok(a));
             }
         }
-        jobs.clear();
+        Err(e) if items.len() == 1 => {
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(Err(e));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, writes = items.len(), "a batch of page loads failed; writing them one by one");
+            for (item, reply) in items.into_iter().zip(replies) {
+                let _ = reply.send(one(item).await);
+            }
+        }
     }
 }

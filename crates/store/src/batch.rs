@@ -41,6 +41,16 @@ pub(crate) struct Asker<'a> {
     pub known_visitor: bool,
 }
 
+/// A page load, event or heartbeat (`page: None`) of a session that may still be live.
+#[derive(Debug, Clone)]
+pub struct Continuing {
+    pub site_id: String,
+    pub session_id: String,
+    pub page: Option<NewPage>,
+    /// The site's pools (the session's is looked up among them).
+    pub pools: Vec<PoolTarget>,
+}
+
 /// What a pool gave one asker.
 pub(crate) struct Placed {
     pub alloc: Allocation,
@@ -229,36 +239,134 @@ impl Store {
         Ok(out)
     }
 
-    /// `continue_session` on SQLite: one read, then the transaction as one script
-    /// (`BEGIN IMMEDIATE` .. `COMMIT`), under the writer lock.
-    pub(crate) async fn continue_scripted(
+    /// Continue sessions (page loads, events, heartbeats), each as `continue_session`
+    /// would, in this order. On SQLite all in one transaction: one read of the sessions,
+    /// then the writes as one script (`BEGIN IMMEDIATE` .. `COMMIT`) under the writer lock.
+    /// On PostgreSQL one transaction each (a kept lease is moved on by an update that checks
+    /// it is still live, which another node may change at any time).
+    pub async fn continue_sessions(
         &self,
-        site_id: &str,
-        session_id: &str,
-        page: Option<&NewPage>,
-        pools: &[PoolTarget],
+        reqs: &[Continuing],
         now: Millis,
-    ) -> Result<Option<Shown>> {
+    ) -> Result<Vec<Option<Shown>>> {
+        let mut out = Vec::with_capacity(reqs.len());
+        if self.backend == Backend::Postgres {
+            for r in reqs {
+                out.push(
+                    self.continue_session(
+                        &r.site_id,
+                        &r.session_id,
+                        r.page.as_ref(),
+                        &r.pools,
+                        now,
+                    )
+                    .await?,
+                );
+            }
+            return Ok(out);
+        }
+        for chunk in reqs.chunks(MAX_BATCH) {
+            out.extend(self.continue_chunk(chunk, now).await?);
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn continue_chunk(
+        &self,
+        reqs: &[Continuing],
+        now: Millis,
+    ) -> Result<Vec<Option<Shown>>> {
         let _guard = self.write_guard().await;
         self.seen_begin();
         let mut conn = self.pool.acquire().await?;
-        let row = sqlx::query(
-            "SELECT s.id, s.visitor_id, s.source, s.track_code, s.pool_id, s.number_id, s.lease_id, \
-             s.last_activity, n.number, n.kind, l.ended_at AS l_ended_at, l.hold_until AS l_hold_until \
-             FROM sessions s LEFT JOIN tracking_numbers n ON n.id = s.number_id \
-             LEFT JOIN leases l ON l.id = s.lease_id WHERE s.id = $1 AND s.site_id = $2",
-        )
-        .bind(session_id)
-        .bind(site_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let last: Millis = row.try_get("last_activity")?;
-        if now - last > engine::SESSION_TIMEOUT {
-            return Ok(None);
+        let mut read = Script::new(self.backend);
+        read.push(
+            "SELECT s.id, s.site_id, s.visitor_id, s.source, s.track_code, s.pool_id, s.number_id, \
+             s.lease_id, s.last_activity, n.number, n.kind, l.ended_at AS l_ended_at, \
+             l.hold_until AS l_hold_until FROM sessions s \
+             LEFT JOIN tracking_numbers n ON n.id = s.number_id \
+             LEFT JOIN leases l ON l.id = s.lease_id WHERE s.id IN (",
+        );
+        for r in reqs {
+            read.val(r.session_id.clone());
         }
+        read.push(")");
+        let mut found: HashMap<String, AnyRow> = HashMap::new();
+        for row in read.run(&mut conn).await? {
+            found.insert(row.try_get("id")?, row);
+        }
+        let mut script = Script::new(self.backend);
+        script.push("BEGIN IMMEDIATE").end();
+        let mut pages = Vec::new();
+        // Answers by session: a session loaded twice in one batch keeps what its first
+        // load found.
+        let mut answered: HashMap<&str, Shown> = HashMap::new();
+        let mut out = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            let Some(row) = found.get(&r.session_id) else {
+                out.push(None);
+                continue;
+            };
+            let site: String = row.try_get("site_id")?;
+            let last: Millis = row.try_get("last_activity")?;
+            if site != r.site_id || now - last > engine::SESSION_TIMEOUT {
+                out.push(None);
+                continue;
+            }
+            script
+                .push("UPDATE sessions SET last_activity = CASE WHEN last_activity < ")
+                .val(now)
+                .push(" THEN ")
+                .val(now)
+                .push(" ELSE last_activity END, page_count = page_count + ")
+                .val(i64::from(r.page.is_some()))
+                .push(" WHERE id = ")
+                .val(r.session_id.clone())
+                .end();
+            if let Some(p) = &r.page {
+                pages.push((r.session_id.clone(), p));
+            }
+            if let Some(shown) = answered.get(r.session_id.as_str()) {
+                out.push(Some(shown.clone()));
+                continue;
+            }
+            let shown = self
+                .continue_one(&mut conn, &mut script, r, row, now)
+                .await?;
+            answered.insert(&r.session_id, shown.clone());
+            out.push(Some(shown));
+        }
+        if !pages.is_empty() {
+            script.push("INSERT INTO page_views (id, session_id, at, kind, url, title) VALUES ");
+            for (i, (session_id, p)) in pages.into_iter().enumerate() {
+                script
+                    .push(if i == 0 { "(" } else { ", (" })
+                    .val(new_id())
+                    .val(session_id)
+                    .val(now)
+                    .val(p.kind.clone())
+                    .val(p.url.clone())
+                    .val(p.title.clone())
+                    .push(")");
+            }
+            script.end();
+        }
+        script.push("COMMIT").end();
+        run_in_transaction(script, &mut conn).await?;
+        self.seen_commit();
+        Ok(out)
+    }
+
+    /// What a live session shows next: its live lease moved on, a number found again, or
+    /// its static number; the writes go to `script`.
+    async fn continue_one(
+        &self,
+        conn: &mut AnyConnection,
+        script: &mut Script,
+        r: &Continuing,
+        row: &AnyRow,
+        now: Millis,
+    ) -> Result<Shown> {
         let live = Live {
             id: row.try_get("id")?,
             visitor_id: row.try_get("visitor_id")?,
@@ -272,28 +380,6 @@ impl Store {
         let kind: Option<String> = row.try_get("kind")?;
         let lease_ended: Option<Millis> = row.try_get("l_ended_at")?;
         let lease_hold: Option<Millis> = row.try_get("l_hold_until")?;
-        let mut script = Script::new(self.backend);
-        script.push("BEGIN IMMEDIATE").end();
-        script
-            .push("UPDATE sessions SET last_activity = ")
-            .val(now.max(last))
-            .push(", page_count = page_count + ")
-            .val(i64::from(page.is_some()))
-            .push(" WHERE id = ")
-            .val(live.id.clone())
-            .end();
-        if let Some(p) = page {
-            script
-                .push("INSERT INTO page_views (id, session_id, at, kind, url, title) VALUES (")
-                .val(new_id())
-                .val(live.id.clone())
-                .val(now)
-                .val(p.kind.clone())
-                .val(p.url.clone())
-                .val(p.title.clone())
-                .push(")")
-                .end();
-        }
         let mut shown = Shown {
             session_id: live.id.clone(),
             visitor_id: live.visitor_id.clone(),
@@ -306,7 +392,7 @@ impl Store {
         let pool = live
             .pool_id
             .as_deref()
-            .and_then(|pid| pools.iter().find(|p| p.pool_id == pid));
+            .and_then(|pid| r.pools.iter().find(|p| p.pool_id == pid));
         match (pool, &live.lease_id, &live.number_id) {
             // The common case: the session's lease is alive, move it on.
             (Some(pool), Some(lease_id), Some(number_id))
@@ -332,26 +418,15 @@ impl Store {
                 });
             }
             (Some(pool), _, _) => {
-                self.place_again(
-                    &mut conn,
-                    &mut script,
-                    site_id,
-                    &live,
-                    pool,
-                    now,
-                    &mut shown,
-                )
-                .await?;
+                self.place_again(conn, script, &r.site_id, &live, pool, now, &mut shown)
+                    .await?;
             }
             // A static number, or a session that keeps the site's own number.
             (None, _, _) => {
                 shown.number = live.number.filter(|_| kind.as_deref() == Some("static"));
             }
         }
-        script.push("COMMIT").end();
-        run_in_transaction(script, &mut conn).await?;
-        self.seen_commit();
-        Ok(Some(shown))
+        Ok(shown)
     }
 
     /// Open one session and give it its number, in one transaction.

@@ -9,7 +9,7 @@ use calltrail_core::ExhaustionPolicy;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use crate::batch::Asker;
+use crate::batch::{Asker, Continuing};
 use crate::script::Script;
 use crate::{from_ms, new_id, PageView, Result, Session, Store, StoreError};
 
@@ -200,9 +200,14 @@ impl Store {
         now: Millis,
     ) -> Result<Option<Shown>> {
         if self.backend == crate::Backend::Sqlite {
-            return self
-                .continue_scripted(site_id, session_id, page, pools, now)
-                .await;
+            let req = Continuing {
+                site_id: site_id.to_owned(),
+                session_id: session_id.to_owned(),
+                page: page.cloned(),
+                pools: pools.to_vec(),
+            };
+            let mut shown = self.continue_chunk(&[req], now).await?;
+            return Ok(shown.pop().flatten());
         }
         let _guard = self.write_guard().await;
         self.seen_begin();

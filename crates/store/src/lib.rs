@@ -7,6 +7,7 @@
 //! own `migrations/` folder.
 
 mod batch;
+pub use batch::Continuing;
 pub mod calls;
 pub mod engine;
 mod migrate;

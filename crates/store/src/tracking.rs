@@ -9,7 +9,7 @@ use calltrail_core::{Domain, ExhaustionPolicy, NumberKind};
 
 use crate::calls::{Attribution, CallEvent, CallEventKind};
 use crate::engine::{NewPage, NewSession, PoolTarget, Shown, Target};
-use crate::{Call, Result, Site, Store, StoreError};
+use crate::{Call, Continuing, Result, Site, Store, StoreError};
 
 /// Everything the engine needs to know about a site, loaded once and cached by the server.
 #[derive(Debug, Clone)]
@@ -204,15 +204,10 @@ impl Store {
         req: &VisitRequest,
         now: Millis,
     ) -> Result<Option<Shown>> {
-        let Some(sid) = clean_id(req.session_id.as_deref()) else {
+        let Some(c) = continuing_visit(ctx, req) else {
             return Ok(None);
         };
-        let page = NewPage {
-            kind: "pageview".into(),
-            url: truncate(&req.url, traffic::MAX_URL_CHARS),
-            title: req.title.as_deref().map(|t| truncate(t, 300)),
-        };
-        self.continue_session(&ctx.site.id, &sid, Some(&page), &ctx.pools, now)
+        self.continue_session(&c.site_id, &c.session_id, c.page.as_ref(), &c.pools, now)
             .await
     }
 
@@ -349,6 +344,21 @@ impl Store {
             .await?;
         Ok(r.map(|r| r.try_get("channel")).transpose()?)
     }
+}
+
+/// A page load that names a session: the page to add to it, if it is still live.
+pub fn continuing_visit(ctx: &SiteContext, req: &VisitRequest) -> Option<Continuing> {
+    let session_id = clean_id(req.session_id.as_deref())?;
+    Some(Continuing {
+        site_id: ctx.site.id.clone(),
+        session_id,
+        page: Some(NewPage {
+            kind: "pageview".into(),
+            url: truncate(&req.url, traffic::MAX_URL_CHARS),
+            title: req.title.as_deref().map(|t| truncate(t, 300)),
+        }),
+        pools: ctx.pools.clone(),
+    })
 }
 
 /// A new session for a page load: what the visit tells (source, device, ...) and what the

@@ -193,8 +193,9 @@ conformance! {
 // ----- the engine -----
 
 use calltrail_core::engine::{Allocation, MINUTE};
-use calltrail_store::engine::Shown;
+use calltrail_store::engine::{NewPage, Shown};
 use calltrail_store::tracking::{self, CallInput, SiteContext, VisitRequest};
+use calltrail_store::Continuing;
 
 const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
 const T0: i64 = 1_800_000_000_000;
@@ -495,6 +496,61 @@ conformance! {
             assert_eq!(found.id, s.session_id);
         }
         assert!(store.open_sessions(&[], T0).await.unwrap().is_empty());
+    }
+    continuing_sessions_are_written_together(store, db) {
+        let (_, ctx) = engine_site(store, 2, "fallback").await;
+        let google = "https://shop.example/?utm_source=google&utm_medium=cpc";
+        let a = store.visit(&ctx, &visit_req(google, None), T0).await.unwrap();
+        let b = store.visit(&ctx, &visit_req("https://shop.example/?utm_source=avito", None), T0).await.unwrap();
+        let c = store.visit(&ctx, &visit_req(google, None), T0).await.unwrap();
+        let page = |sid: &str, url: &str| Continuing {
+            site_id: ctx.site.id.clone(),
+            session_id: sid.to_owned(),
+            page: Some(NewPage { kind: "pageview".into(), url: url.into(), title: None }),
+            pools: ctx.pools.clone(),
+        };
+        let beat = Continuing { page: None, ..page(&c.session_id, "") };
+        let foreign = Continuing { site_id: "another-site".into(), ..page(&a.session_id, "https://shop.example/x") };
+        let got = store
+            .continue_sessions(
+                &[
+                    page(&a.session_id, "https://shop.example/1"),
+                    page(&a.session_id, "https://shop.example/2"),
+                    page(&b.session_id, "https://shop.example/b"),
+                    page("0000000000000000", "https://shop.example/"),
+                    beat,
+                    foreign,
+                ],
+                T0 + 5 * MINUTE,
+            )
+            .await
+            .unwrap();
+        let numbers: Vec<Option<&str>> = got.iter().map(|s| s.as_ref().and_then(|s| s.number.as_deref())).collect();
+        assert_eq!(
+            numbers,
+            [a.number.as_deref(), a.number.as_deref(), Some("+74952000098"), None, c.number.as_deref(), None]
+        );
+        assert!(matches!(got[0].as_ref().unwrap().allocation, Some(Allocation::Keep { .. })));
+        let sa = store.get_session(&ctx.site.id, &a.session_id).await.unwrap();
+        assert_eq!(sa.page_count, 3, "both page loads of A count");
+        assert_eq!(store.session_pages(&a.session_id).await.unwrap().len(), 3);
+        let sc = store.get_session(&ctx.site.id, &c.session_id).await.unwrap();
+        assert_eq!((sc.page_count, sc.last_activity.as_millisecond()), (1, T0 + 5 * MINUTE), "a heartbeat moves activity, adds no page");
+        // The leases moved on: A's number is held to +20 min, so nobody else gets it at +19.
+        let leases = store.number_leases(sa.number_id.as_deref().unwrap()).await.unwrap();
+        assert_eq!(leases.last().unwrap().hold_until, T0 + 20 * MINUTE);
+        // At +21 min A's lease has run out but the session lives (30 min): a page load
+        // finds A a number again, the one A had (nobody held it since).
+        let again = store.continue_sessions(&[page(&a.session_id, "https://shop.example/3")], T0 + 21 * MINUTE).await.unwrap();
+        let again = again[0].as_ref().unwrap();
+        assert!(matches!(again.allocation, Some(Allocation::Regain { .. })), "{again:?}");
+        assert_eq!(again.number, a.number);
+        let sa = store.get_session(&ctx.site.id, &a.session_id).await.unwrap();
+        let latest = store.number_leases(sa.number_id.as_deref().unwrap()).await.unwrap().pop().unwrap();
+        assert_eq!((Some(&latest.id), latest.session_id.as_str()), (sa.lease_id.as_ref(), a.session_id.as_str()));
+        // An expired session is not continued.
+        let late = store.continue_sessions(&[page(&b.session_id, "https://shop.example/late")], T0 + 40 * MINUTE).await.unwrap();
+        assert!(late[0].is_none());
     }
 }
 
