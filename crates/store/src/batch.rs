@@ -1,13 +1,15 @@
-//! Opening many sessions in one transaction, and the pool allocation they share with
-//! continuing sessions.
+//! Page loads written together: new sessions opened, live ones continued, many to a
+//! transaction, and the pool allocation they share.
 //!
-//! A visit used to be one transaction of about ten statements, and every statement is a
-//! round trip to the database (on SQLite, to sqlx's worker thread). A batch of new sessions
-//! now costs about ten statements in all: their track codes are checked in one query, each
-//! pool's candidates are read once and the batch's allocations decided in memory, one after
-//! another exactly as one-by-one visits at the same instant would decide them, and the
-//! sessions, page views, leases, number states and exhaustions are written with one
-//! multi-row statement each. A batch of one is what a single visit runs.
+//! A visit used to be one transaction of about ten statements, each a round trip to the
+//! database (on SQLite, to sqlx's worker thread). Now a batch of new sessions decides its
+//! allocations in memory, one after another exactly as one-by-one visits at the same instant
+//! would decide them, and writes sessions, page views, leases, number states and
+//! exhaustions with one multi-row statement each. On SQLite the transaction goes as one
+//! script (`BEGIN IMMEDIATE` .. `COMMIT`) after the reads allocation needs (usually none:
+//! see [`PoolsSeen`]); track codes are drawn, checked in that script and mended on a clash.
+//! Continuing sessions are read in one query and written in one script too. A batch of
+//! one is what a single visit runs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
