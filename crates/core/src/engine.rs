@@ -14,6 +14,19 @@ pub const HOUR: Millis = 60 * MINUTE;
 /// A session continues while its visitor was active within this long.
 pub const SESSION_TIMEOUT: Millis = 30 * MINUTE;
 
+/// When a pool ran dry and reuses (`allocate`, step 4), a holder of the requester's source
+/// is displaced instead of the holder idle the longest while the hold it cuts short is at
+/// most this many times as long.
+///
+/// Calls its holder may still make within the hold are what a displacement breaks: they go
+/// to the new holder, on the page. Taking the number from a holder of the requester's source
+/// breaks only their session; taking it from another source's holder breaks their source
+/// too. Counting a wrong session and a wrong source alike, the same source is worth up to
+/// twice the remaining hold (and it keeps numbers with their source for late callers).
+/// `calltrail simulate` measured it against the alternatives (docs/BENCHMARKS.md, "What the
+/// simulator changed in the engine", 5).
+pub const REUSE_SAME_SOURCE_FACTOR: i64 = 2;
+
 /// One lease of a pool number to a session, as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Lease {
@@ -88,8 +101,9 @@ pub enum Allocation {
     Regain { number_id: String },
     /// The free number idle the longest.
     Fresh { number_id: String },
-    /// The pool ran dry and its policy reuses: the least recently active number, taken
-    /// from its holder (`displaced`), preferring one whose holder had the same source.
+    /// The pool ran dry and its policy reuses: the number of the holder idle the longest,
+    /// taken from its holder (`displaced`); a holder of the same source goes first while its
+    /// hold left is at most [`REUSE_SAME_SOURCE_FACTOR`] times that holder's.
     Reuse {
         number_id: String,
         displaced: String,
@@ -175,24 +189,38 @@ pub fn allocate(
             number_id: pick.number_id.clone(),
         };
     }
-    // 4. None free: the pool's policy decides.
+    // 4. None free: the pool's policy decides. Reuse takes the number of the holder idle
+    //    the longest (the least of its hold left: the fewest of its calls can still come
+    //    while someone else holds the number), or of the holder of the requester's source
+    //    idle the longest if its hold left is at most `REUSE_SAME_SOURCE_FACTOR` times as
+    //    long. A visitor on the page (nearly all of the hold left) thus keeps its number
+    //    unless every holder left less than half a hold ago.
     match policy {
         ExhaustionPolicy::Fallback => Allocation::Exhausted,
-        ExhaustionPolicy::Reuse => slots
-            .iter()
-            .filter_map(|s| s.live_at(now).map(|l| (s, l)))
-            .min_by(|(a, la), (b, lb)| {
-                let same_a = la.source != req.source;
-                let same_b = lb.source != req.source;
-                same_a
-                    .cmp(&same_b)
-                    .then_with(|| la.last_activity.cmp(&lb.last_activity))
+        ExhaustionPolicy::Reuse => {
+            let live: Vec<(&Slot, &Lease)> = slots
+                .iter()
+                .filter_map(|s| s.live_at(now).map(|l| (s, l)))
+                .collect();
+            let idle_longest = |(a, la): &&(&Slot, &Lease), (b, lb): &&(&Slot, &Lease)| {
+                la.last_activity
+                    .cmp(&lb.last_activity)
                     .then_with(|| a.number_id.cmp(&b.number_id))
-            })
-            .map_or(Allocation::Exhausted, |(s, l)| Allocation::Reuse {
-                number_id: s.number_id.clone(),
-                displaced: l.id.clone(),
-            }),
+            };
+            let Some(oldest) = live.iter().min_by(idle_longest) else {
+                return Allocation::Exhausted;
+            };
+            let limit = REUSE_SAME_SOURCE_FACTOR * (oldest.1.hold_until - now).max(0);
+            let (slot, lease) = live
+                .iter()
+                .filter(|(_, l)| l.source == req.source && l.hold_until - now <= limit)
+                .min_by(idle_longest)
+                .unwrap_or(oldest);
+            Allocation::Reuse {
+                number_id: slot.number_id.clone(),
+                displaced: lease.id.clone(),
+            }
+        }
     }
 }
 
@@ -547,16 +575,90 @@ mod tests {
             allocate(&slots, &req("s9", &[]), ExhaustionPolicy::Fallback, now),
             Allocation::Exhausted
         );
-        // Reuse prefers the same source (google: n2) over the least active (n3).
+        // Reuse takes the number idle the longest (n3: 12 min of hold left), unless a holder
+        // of the requester's source has at most twice as much left (google: n2, 14 min).
+        for (source, want, lease) in [
+            ("google", "n2", "l2"),
+            ("yandex", "n3", "l3"),
+            ("vk", "n3", "l3"),
+        ] {
+            let r = Requester {
+                source,
+                ..req("s9", &[])
+            };
+            assert_eq!(
+                allocate(&slots, &r, ExhaustionPolicy::Reuse, now),
+                Allocation::Reuse {
+                    number_id: want.into(),
+                    displaced: lease.into()
+                },
+                "{source}"
+            );
+        }
+        // Ten minutes on, n3 has 2 minutes left and n2 4: still google's. A millisecond more
+        // on n2 and the idlest goes.
+        let later = 17 * MINUTE;
         assert_eq!(
-            allocate(&slots, &req("s9", &[]), ExhaustionPolicy::Reuse, now),
+            allocate(&slots, &req("s9", &[]), ExhaustionPolicy::Reuse, later),
             Allocation::Reuse {
                 number_id: "n2".into(),
                 displaced: "l2".into()
             }
         );
+        let mut busier = slots.clone();
+        busier[1].latest = Some(lease(
+            "l2",
+            "n2",
+            "s2",
+            "v2",
+            "google",
+            0,
+            6 * MINUTE + 1,
+            H,
+        ));
+        assert_eq!(
+            allocate(&busier, &req("s9", &[]), ExhaustionPolicy::Reuse, later),
+            Allocation::Reuse {
+                number_id: "n3".into(),
+                displaced: "l3".into()
+            }
+        );
+        let r = req("s9", &[]);
+        assert!(allocate(&[], &r, ExhaustionPolicy::Reuse, now).is_exhaustion());
+    }
+
+    #[test]
+    fn reuse_leaves_visitors_on_the_page_alone() {
+        // Two direct visitors on the page and a google holder who left ten minutes ago (5 of
+        // its 15 minutes left): a third direct visitor takes the google holder's number, not
+        // one from under a visitor on the page (who would take one back at its next
+        // heartbeat, and whose calls the displacement would break for the whole hold).
+        let now = HOUR;
+        let slots = vec![
+            Slot {
+                number_id: "n1".into(),
+                latest: Some(lease("l1", "n1", "s1", "v1", "direct", 0, now - 20_000, H)),
+            },
+            Slot {
+                number_id: "n2".into(),
+                latest: Some(lease("l2", "n2", "s2", "v2", "direct", 0, now - 10_000, H)),
+            },
+            Slot {
+                number_id: "n3".into(),
+                latest: Some(lease(
+                    "l3",
+                    "n3",
+                    "s3",
+                    "v3",
+                    "google",
+                    0,
+                    now - 10 * MINUTE,
+                    H,
+                )),
+            },
+        ];
         let r = Requester {
-            source: "vk",
+            source: "direct",
             ..req("s9", &[])
         };
         assert_eq!(
@@ -566,7 +668,6 @@ mod tests {
                 displaced: "l3".into()
             }
         );
-        assert!(allocate(&[], &r, ExhaustionPolicy::Reuse, now).is_exhaustion());
     }
 
     #[test]
