@@ -329,7 +329,7 @@ conformance! {
         assert!(matches!(a3.allocation, Some(Allocation::Regain { .. })), "{:?}", a3.allocation);
     }
 
-    reuse_policy_takes_the_least_active_of_the_same_source(store, db) {
+    reuse_policy_takes_an_idle_holders_number_and_ends_its_lease(store, db) {
         let (_, ctx) = engine_site(store, 2, "reuse").await;
         let g = store.visit(&ctx, &visit_req("https://shop.example/?utm_source=google&utm_medium=cpc", None), T0).await.unwrap();
         let y = store.visit(&ctx, &visit_req("https://shop.example/?utm_source=yandex&utm_medium=cpc", None), T0 + MINUTE).await.unwrap();
