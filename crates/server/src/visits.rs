@@ -16,7 +16,7 @@
 //! may change at any moment), run by the request itself, so one node's page loads don't
 //! wait on one another.
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use calltrail_core::engine::Millis;
 use calltrail_store::engine::{NewSession, Shown, Target};
@@ -51,10 +51,11 @@ impl Job {
 }
 
 /// The queue of page loads in front of their writer task (started on first use, so it
-/// runs on the server's runtime; it ends when the last handle is dropped).
+/// runs on the server's runtime, and again if it ever stopped; it ends when the last
+/// handle is dropped).
 pub struct VisitWriter {
     store: Store,
-    tx: OnceLock<mpsc::Sender<Job>>,
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
     clock: fn() -> Millis,
 }
 
@@ -66,17 +67,27 @@ impl VisitWriter {
     pub fn new(store: Store, clock: fn() -> Millis) -> Self {
         Self {
             store,
-            tx: OnceLock::new(),
+            tx: Mutex::new(None),
             clock,
         }
     }
 
-    fn queue(&self) -> &mpsc::Sender<Job> {
-        self.tx.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(run(self.store.clone(), rx, self.clock));
-            tx
-        })
+    /// The writer's queue. A writer that stopped (a panic in a batch) is replaced, so one
+    /// bad batch cannot leave the node answering 503 to every visit.
+    fn queue(&self) -> mpsc::Sender<Job> {
+        let mut tx = self
+            .tx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match tx.as_ref() {
+            Some(q) if !q.is_closed() => q.clone(),
+            _ => {
+                let (q, rx) = mpsc::channel(QUEUE);
+                tokio::spawn(run(self.store.clone(), rx, self.clock));
+                *tx = Some(q.clone());
+                q
+            }
+        }
     }
 
     /// Open a session (with the next batch) and give it its number.
