@@ -242,31 +242,16 @@ impl Store {
     }
 
     /// Continue sessions (page loads, events, heartbeats), each as `continue_session`
-    /// would, in this order. On SQLite all in one transaction: one read of the sessions,
-    /// then the writes as one script (`BEGIN IMMEDIATE` .. `COMMIT`) under the writer lock.
-    /// On PostgreSQL one transaction each (a kept lease is moved on by an update that checks
-    /// it is still live, which another node may change at any time).
+    /// would, in this order, in one transaction per chunk: one read of the sessions, then
+    /// the writes. On SQLite the writes are one script (`BEGIN IMMEDIATE` .. `COMMIT`) under
+    /// the writer lock; on PostgreSQL they follow in the transaction, and a kept lease is
+    /// moved on by an update that checks it is still live (another node may take it).
     pub async fn continue_sessions(
         &self,
         reqs: &[Continuing],
         now: Millis,
     ) -> Result<Vec<Option<Shown>>> {
         let mut out = Vec::with_capacity(reqs.len());
-        if self.backend == Backend::Postgres {
-            for r in reqs {
-                out.push(
-                    self.continue_session(
-                        &r.site_id,
-                        &r.session_id,
-                        r.page.as_ref(),
-                        &r.pools,
-                        now,
-                    )
-                    .await?,
-                );
-            }
-            return Ok(out);
-        }
         for chunk in reqs.chunks(MAX_BATCH) {
             out.extend(self.continue_chunk(chunk, now).await?);
         }
@@ -280,7 +265,33 @@ impl Store {
     ) -> Result<Vec<Option<Shown>>> {
         let _guard = self.write_guard().await;
         self.seen_begin();
+        let mut script = Script::new(self.backend);
+        if self.backend == Backend::Postgres {
+            let mut tx = self.pool.begin().await?;
+            let out = self.plan_continues(&mut tx, &mut script, reqs, now).await?;
+            script.run(&mut tx).await?;
+            tx.commit().await?;
+            return Ok(out);
+        }
         let mut conn = self.pool.acquire().await?;
+        script.push("BEGIN IMMEDIATE").end();
+        let out = self
+            .plan_continues(&mut conn, &mut script, reqs, now)
+            .await?;
+        script.push("COMMIT").end();
+        run_in_transaction(script, &mut conn).await?;
+        self.seen_commit();
+        Ok(out)
+    }
+
+    /// Read the sessions, decide what each shows, and add the writes to `script`.
+    async fn plan_continues(
+        &self,
+        conn: &mut AnyConnection,
+        script: &mut Script,
+        reqs: &[Continuing],
+        now: Millis,
+    ) -> Result<Vec<Option<Shown>>> {
         let mut read = Script::new(self.backend);
         read.push(
             "SELECT s.id, s.site_id, s.visitor_id, s.source, s.track_code, s.pool_id, s.number_id, \
@@ -294,11 +305,9 @@ impl Store {
         }
         read.push(")");
         let mut found: HashMap<String, AnyRow> = HashMap::new();
-        for row in read.run(&mut conn).await? {
+        for row in read.run(conn).await? {
             found.insert(row.try_get("id")?, row);
         }
-        let mut script = Script::new(self.backend);
-        script.push("BEGIN IMMEDIATE").end();
         let mut pages = Vec::new();
         // Answers by session: a session loaded twice in one batch keeps what its first
         // load found.
@@ -332,9 +341,7 @@ impl Store {
                 out.push(Some(shown.clone()));
                 continue;
             }
-            let shown = self
-                .continue_one(&mut conn, &mut script, r, row, now)
-                .await?;
+            let shown = self.continue_one(conn, script, r, row, now).await?;
             answered.insert(&r.session_id, shown.clone());
             out.push(Some(shown));
         }
@@ -353,9 +360,6 @@ impl Store {
             }
             script.end();
         }
-        script.push("COMMIT").end();
-        run_in_transaction(script, &mut conn).await?;
-        self.seen_commit();
         Ok(out)
     }
 
@@ -395,22 +399,41 @@ impl Store {
             .pool_id
             .as_deref()
             .and_then(|pid| r.pools.iter().find(|p| p.pool_id == pid));
+        let lease_live = match (&live.lease_id, pool) {
+            (Some(lease_id), Some(pool)) if self.backend == Backend::Postgres => {
+                // Another node may have taken the number since the read: move the lease on
+                // only if it is still live, and see whether it was.
+                sqlx::query(
+                    "UPDATE leases SET last_activity = $1, hold_until = $2 \
+                     WHERE id = $3 AND ended_at IS NULL AND hold_until >= $1 AND last_activity <= $1",
+                )
+                .bind(now)
+                .bind(now + pool.hold())
+                .bind(lease_id)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+                    == 1
+            }
+            (Some(_), Some(_)) => lease_ended.is_none() && lease_hold.is_some_and(|h| h >= now),
+            _ => false,
+        };
         match (pool, &live.lease_id, &live.number_id) {
             // The common case: the session's lease is alive, move it on.
-            (Some(pool), Some(lease_id), Some(number_id))
-                if lease_ended.is_none() && lease_hold.is_some_and(|h| h >= now) =>
-            {
-                // A request that read the clock earlier must not move activity back.
-                script
-                    .push("UPDATE leases SET last_activity = ")
-                    .val(now)
-                    .push(", hold_until = ")
-                    .val(now + pool.hold())
-                    .push(" WHERE id = ")
-                    .val(lease_id.clone())
-                    .push(" AND last_activity <= ")
-                    .val(now)
-                    .end();
+            (Some(pool), Some(lease_id), Some(number_id)) if lease_live => {
+                if self.backend == Backend::Sqlite {
+                    // A request that read the clock earlier must not move activity back.
+                    script
+                        .push("UPDATE leases SET last_activity = ")
+                        .val(now)
+                        .push(", hold_until = ")
+                        .val(now + pool.hold())
+                        .push(" WHERE id = ")
+                        .val(lease_id.clone())
+                        .push(" AND last_activity <= ")
+                        .val(now)
+                        .end();
+                }
                 self.seen_touch(&pool.pool_id, lease_id, now, pool.hold());
                 shown.hold_ms = Some(pool.hold());
                 shown.number.clone_from(&live.number);

@@ -7,11 +7,11 @@
 use calltrail_core::engine::{self, Allocation, Lease, Millis};
 use calltrail_core::ExhaustionPolicy;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use crate::batch::{Asker, Continuing};
 use crate::script::Script;
-use crate::{from_ms, new_id, PageView, Result, Session, Store, StoreError};
+use crate::{from_ms, PageView, Result, Session, Store, StoreError};
 
 /// How a session's number is chosen.
 #[derive(Debug, Clone)]
@@ -199,131 +199,14 @@ impl Store {
         pools: &[PoolTarget],
         now: Millis,
     ) -> Result<Option<Shown>> {
-        if self.backend == crate::Backend::Sqlite {
-            let req = Continuing {
-                site_id: site_id.to_owned(),
-                session_id: session_id.to_owned(),
-                page: page.cloned(),
-                pools: pools.to_vec(),
-            };
-            let mut shown = self.continue_chunk(&[req], now).await?;
-            return Ok(shown.pop().flatten());
-        }
-        let _guard = self.write_guard().await;
-        self.seen_begin();
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "SELECT s.id, s.visitor_id, s.source, s.track_code, s.pool_id, s.number_id, s.lease_id, \
-             s.last_activity, n.number, n.kind FROM sessions s \
-             LEFT JOIN tracking_numbers n ON n.id = s.number_id \
-             WHERE s.id = $1 AND s.site_id = $2",
-        )
-        .bind(session_id)
-        .bind(site_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
+        let req = Continuing {
+            site_id: site_id.to_owned(),
+            session_id: session_id.to_owned(),
+            page: page.cloned(),
+            pools: pools.to_vec(),
         };
-        let last: Millis = row.try_get("last_activity")?;
-        if now - last > engine::SESSION_TIMEOUT {
-            return Ok(None);
-        }
-        let live = Live {
-            id: row.try_get("id")?,
-            visitor_id: row.try_get("visitor_id")?,
-            source: row.try_get("source")?,
-            track_code: row.try_get("track_code")?,
-            pool_id: row.try_get("pool_id")?,
-            number_id: row.try_get("number_id")?,
-            number: row.try_get("number")?,
-            lease_id: row.try_get("lease_id")?,
-        };
-        let shown_number = live.number.clone();
-        let kind: Option<String> = row.try_get("kind")?;
-        let counted = i64::from(page.is_some());
-        sqlx::query(
-            "UPDATE sessions SET last_activity = $1, page_count = page_count + $2 WHERE id = $3",
-        )
-        .bind(now.max(last))
-        .bind(counted)
-        .bind(&live.id)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(p) = page {
-            insert_page(&mut tx, &live.id, now, &p.kind, &p.url, p.title.as_deref()).await?;
-        }
-        let pool = live
-            .pool_id
-            .as_deref()
-            .and_then(|pid| pools.iter().find(|p| p.pool_id == pid));
-        let shown = match pool {
-            Some(pool) => {
-                self.keep_or_place(&mut tx, site_id, &live, pool, now)
-                    .await?
-            }
-            // A static number, or a session that keeps the site's own number.
-            None => Shown {
-                session_id: live.id.clone(),
-                visitor_id: live.visitor_id.clone(),
-                track_code: live.track_code.clone(),
-                number: shown_number.filter(|_| kind.as_deref() == Some("static")),
-                allocation: None,
-                is_bot: false,
-                hold_ms: None,
-            },
-        };
-        tx.commit().await?;
-        self.seen_commit();
-        Ok(Some(shown))
-    }
-
-    /// A continuing session of a pool: its live lease goes on (the common case, one
-    /// statement), else the pool finds it a number again.
-    async fn keep_or_place(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        site_id: &str,
-        s: &Live,
-        pool: &PoolTarget,
-        now: Millis,
-    ) -> Result<Shown> {
-        let mut shown = Shown {
-            session_id: s.id.clone(),
-            visitor_id: s.visitor_id.clone(),
-            track_code: s.track_code.clone(),
-            number: None,
-            allocation: None,
-            is_bot: false,
-            hold_ms: None,
-        };
-        if let (Some(lease_id), Some(number_id)) = (&s.lease_id, &s.number_id) {
-            let hit = sqlx::query(
-                "UPDATE leases SET last_activity = $1, hold_until = $2 \
-                 WHERE id = $3 AND ended_at IS NULL AND hold_until >= $1 AND last_activity <= $1",
-            )
-            .bind(now)
-            .bind(now + pool.hold())
-            .bind(lease_id)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-            if hit == 1 {
-                self.seen_touch(&pool.pool_id, lease_id, now, pool.hold());
-                shown.hold_ms = Some(pool.hold());
-                shown.number.clone_from(&s.number);
-                shown.allocation = Some(Allocation::Keep {
-                    number_id: number_id.clone(),
-                    lease_id: lease_id.clone(),
-                });
-                return Ok(shown);
-            }
-        }
-        let mut script = Script::new(self.backend);
-        self.place_again(tx, &mut script, site_id, s, pool, now, &mut shown)
-            .await?;
-        script.run(tx).await?;
-        Ok(shown)
+        let mut shown = self.continue_chunk(&[req], now).await?;
+        Ok(shown.pop().flatten())
     }
 
     /// A continuing session of a pool whose lease ran out (or was taken): the pool finds
@@ -558,23 +441,3 @@ impl Store {
 
 /// How long a track code stays reserved for its session after the last activity.
 pub const TRACK_CODE_LIFE: Millis = 24 * engine::HOUR;
-
-async fn insert_page(
-    tx: &mut Transaction<'static, Any>,
-    session_id: &str,
-    at: Millis,
-    kind: &str,
-    url: &str,
-    title: Option<&str>,
-) -> Result<()> {
-    sqlx::query("INSERT INTO page_views (id, session_id, at, kind, url, title) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(new_id())
-        .bind(session_id)
-        .bind(at)
-        .bind(kind)
-        .bind(url)
-        .bind(title.map(str::to_owned))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}

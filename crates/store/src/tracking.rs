@@ -222,18 +222,6 @@ impl Store {
             .await
     }
 
-    /// An in-page event or a single-page-app navigation.
-    pub async fn event(
-        &self,
-        ctx: &SiteContext,
-        session_id: &str,
-        page: &NewPage,
-        now: Millis,
-    ) -> Result<Option<Shown>> {
-        self.continue_session(&ctx.site.id, session_id, Some(page), &ctx.pools, now)
-            .await
-    }
-
     /// Attribute and store a complete call (test calls, the demo, the simulator). Never
     /// rejects one: a call to an unknown number is stored as unmatched. A repeat of a
     /// provider call id returns the stored call.
