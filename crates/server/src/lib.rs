@@ -72,7 +72,7 @@ pub struct AppState {
     pub sites: Arc<tracking::SiteCache>,
     /// Heartbeats answered from memory and written back once a second.
     pub beats: Arc<heartbeat::Heartbeats>,
-    /// New sessions, opened in batches by one writer task.
+    /// Page loads (new and live sessions), written in batches by one writer task.
     pub visits: Arc<visits::VisitWriter>,
     /// Outbound HTTP (recordings, integrations).
     pub http: reqwest::Client,

@@ -420,7 +420,7 @@ async fn continue_call(
     let title = b.title.map(|t| cut(t, 1000));
     let (ctx, origin) = site_for(st, &b.site_key, headers, url.as_deref()).await?;
     let now = now_ms();
-    let shown = if page {
+    let page = if page {
         let kind = b.kind.as_deref().unwrap_or("pageview");
         if kind.is_empty() || kind.len() > 40 {
             return Err(
@@ -434,18 +434,11 @@ async fn continue_call(
             )
             .into());
         };
-        let p = NewPage {
+        Some(NewPage {
             kind: kind.to_owned(),
             url,
             title,
-        };
-        let c = Continuing {
-            site_id: ctx.site.id.clone(),
-            session_id,
-            page: Some(p),
-            pools: ctx.pools.clone(),
-        };
-        with_deadline(st.visits.continue_session(c)).await?
+        })
     } else {
         // A session this node answered for lately: from memory, written back within a second.
         if let Some(answer) = st.beats.beat(&session_id, &ctx.site.id, now) {
@@ -463,14 +456,15 @@ async fn continue_call(
             });
         }
         st.metrics.count("calltrail_pings_total{path=\"store\"}");
-        let c = Continuing {
-            site_id: ctx.site.id.clone(),
-            session_id,
-            page: None,
-            pools: ctx.pools.clone(),
-        };
-        with_deadline(st.visits.continue_session(c)).await?
+        None
     };
+    let c = Continuing {
+        site_id: ctx.site.id.clone(),
+        session_id,
+        page,
+        pools: ctx.pools.clone(),
+    };
+    let shown = with_deadline(st.visits.continue_session(c)).await?;
     let res = match shown {
         Some(shown) => {
             let out = PingOut {
