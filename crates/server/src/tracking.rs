@@ -298,7 +298,7 @@ fn numbers_out(ctx: &SiteContext, shown: &Shown) -> Vec<NumberOut> {
     let Some(number) = &shown.number else {
         return Vec::new();
     };
-    let display = Phone::parse_e164(number).map_or_else(|_| number.clone(), |p| p.international());
+    let display = display(number);
     ctx.site
         .site_numbers
         .iter()
@@ -308,6 +308,25 @@ fn numbers_out(ctx: &SiteContext, shown: &Shown) -> Vec<NumberOut> {
             display: display.clone(),
         })
         .collect()
+}
+
+/// A number as the site prints it (`+7 495 123-45-67`), remembered per number: formatting
+/// by the numbering plan's rules costs more than the rest of the answer.
+fn display(number: &str) -> String {
+    static SHOWN: std::sync::LazyLock<Mutex<HashMap<String, String>>> =
+        std::sync::LazyLock::new(Default::default);
+    if let Some(d) = SHOWN.lock().ok().and_then(|m| m.get(number).cloned()) {
+        return d;
+    }
+    let d = Phone::parse_e164(number).map_or_else(|_| number.to_owned(), |p| p.international());
+    if let Ok(mut m) = SHOWN.lock() {
+        // Tracking numbers are few; a bound all the same.
+        if m.len() >= 100_000 {
+            m.clear();
+        }
+        m.insert(number.to_owned(), d.clone());
+    }
+    d
 }
 
 fn client_ip(headers: &HeaderMap, peer: SocketAddr) -> String {

@@ -209,7 +209,7 @@ impl Store {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let _guard = self.write_guard().await;
+        let mut guard = self.write_guard().await;
         self.seen_begin();
         let mut out = Vec::with_capacity(items.len());
         if self.backend == Backend::Postgres {
@@ -221,23 +221,27 @@ impl Store {
                 out.extend(self.plan_chunk(&mut tx, &mut script, chunk, now).await?);
                 clashes.extend(clashing(&script.run(&mut tx).await?)?);
             }
-            fix_track_codes(&mut tx, items, &mut out, &clashes, now).await?;
+            self.record_codes(items, &out, &clashes);
+            fix_track_codes(self, &mut tx, items, &mut out, &clashes, now).await?;
             tx.commit().await?;
             return Ok(out);
         }
         // SQLite: a later chunk allocates from the picture the earlier one left staged.
         let mut script = Script::new(self.backend);
-        let mut conn = self.pool.acquire().await?;
+        let slot = writer_slot(&mut guard)?;
+        let conn = self.writer(slot).await?;
         script.push("BEGIN IMMEDIATE").end();
         for chunk in items.chunks(MAX_BATCH) {
-            out.extend(self.plan_chunk(&mut conn, &mut script, chunk, now).await?);
+            out.extend(self.plan_chunk(conn, &mut script, chunk, now).await?);
         }
         script.push("COMMIT").end();
-        let rows = run_in_transaction(script, &mut conn).await?;
+        let rows = run_in_transaction(script, slot).await?;
         self.seen_commit();
         // Committed; a clash of track codes is mended at once, before anyone is answered.
         let clashes = clashing(&rows)?;
-        fix_track_codes(&mut conn, items, &mut out, &clashes, now).await?;
+        self.record_codes(items, &out, &clashes);
+        let conn = self.writer(slot).await?;
+        fix_track_codes(self, conn, items, &mut out, &clashes, now).await?;
         Ok(out)
     }
 
@@ -263,7 +267,7 @@ impl Store {
         reqs: &[Continuing],
         now: Millis,
     ) -> Result<Vec<Option<Shown>>> {
-        let _guard = self.write_guard().await;
+        let mut guard = self.write_guard().await;
         self.seen_begin();
         let mut script = Script::new(self.backend);
         if self.backend == Backend::Postgres {
@@ -273,13 +277,12 @@ impl Store {
             tx.commit().await?;
             return Ok(out);
         }
-        let mut conn = self.pool.acquire().await?;
+        let slot = writer_slot(&mut guard)?;
+        let conn = self.writer(slot).await?;
         script.push("BEGIN IMMEDIATE").end();
-        let out = self
-            .plan_continues(&mut conn, &mut script, reqs, now)
-            .await?;
+        let out = self.plan_continues(conn, &mut script, reqs, now).await?;
         script.push("COMMIT").end();
-        run_in_transaction(script, &mut conn).await?;
+        run_in_transaction(script, slot).await?;
         self.seen_commit();
         Ok(out)
     }
@@ -325,7 +328,8 @@ impl Store {
                 continue;
             }
             script
-                .push("UPDATE sessions SET last_activity = CASE WHEN last_activity < ")
+                .write("UPDATE")
+                .push("sessions SET last_activity = CASE WHEN last_activity < ")
                 .val(now)
                 .push(" THEN ")
                 .val(now)
@@ -346,7 +350,9 @@ impl Store {
             out.push(Some(shown));
         }
         if !pages.is_empty() {
-            script.push("INSERT INTO page_views (id, session_id, at, kind, url, title) VALUES ");
+            script
+                .write("INSERT")
+                .push("INTO page_views (id, session_id, at, kind, url, title) VALUES ");
             for (i, (session_id, p)) in pages.into_iter().enumerate() {
                 script
                     .push(if i == 0 { "(" } else { ", (" })
@@ -424,7 +430,8 @@ impl Store {
                 if self.backend == Backend::Sqlite {
                     // A request that read the clock earlier must not move activity back.
                     script
-                        .push("UPDATE leases SET last_activity = ")
+                        .write("UPDATE")
+                        .push("leases SET last_activity = ")
                         .val(now)
                         .push(", hold_until = ")
                         .val(now + pool.hold())
@@ -482,8 +489,7 @@ impl Store {
             .map(|(s, _)| Shown {
                 session_id: new_id(),
                 visitor_id: s.visitor_id.clone(),
-                // Checked once written: see `fix_track_codes`.
-                track_code: rand::thread_rng().gen_range(10_000..100_000).to_string(),
+                track_code: self.new_track_code(&s.site_id),
                 number: None,
                 allocation: None,
                 hold_ms: None,
@@ -689,7 +695,7 @@ impl Writes {
     fn write(&self, script: &mut Script, site_id: &str, pool: &PoolTarget, now: Millis) {
         if !self.keep.is_empty() {
             // A request that read the clock earlier must not move activity back.
-            script.push("UPDATE leases SET last_activity = ");
+            script.write("UPDATE").push("leases SET last_activity = ");
             script
                 .val(now)
                 .push(", hold_until = ")
@@ -704,7 +710,9 @@ impl Writes {
             script.push(")").end();
         }
         if !self.ends.is_empty() {
-            script.push("UPDATE leases SET ended_at = CASE WHEN hold_until < ");
+            script
+                .write("UPDATE")
+                .push("leases SET ended_at = CASE WHEN hold_until < ");
             script.val(now).push(" THEN hold_until ELSE ").val(now);
             script.push(" END WHERE ended_at IS NULL AND id IN (");
             for id in &self.ends {
@@ -713,8 +721,8 @@ impl Writes {
             script.push(")").end();
         }
         if !self.leases.is_empty() {
-            script.push(
-                "INSERT INTO leases (id, site_id, pool_id, number_id, session_id, visitor_id, source, \
+            script.write("INSERT").push(
+                "INTO leases (id, site_id, pool_id, number_id, session_id, visitor_id, source, \
                  leased_at, last_activity, hold_until, ended_at) VALUES ",
             );
             for (i, l) in self.leases.iter().enumerate() {
@@ -736,7 +744,9 @@ impl Writes {
             script.end();
         }
         if !self.state.is_empty() {
-            script.push("INSERT INTO number_state (number_id, pool_id, lease_id) VALUES ");
+            script
+                .write("INSERT")
+                .push("INTO number_state (number_id, pool_id, lease_id) VALUES ");
             for (i, (number_id, lease_id)) in self.state.iter().enumerate() {
                 script.push(if i == 0 { "(" } else { ", (" });
                 script
@@ -751,8 +761,7 @@ impl Writes {
             script.end();
         }
         if !self.exhaustions.is_empty() {
-            script.push(
-                "INSERT INTO exhaustions (id, site_id, pool_id, session_id, at, outcome, number_id) VALUES ",
+            script.write("INSERT").push("INTO exhaustions (id, site_id, pool_id, session_id, at, outcome, number_id) VALUES ",
             );
             for (i, (session_id, outcome, number_id)) in self.exhaustions.iter().enumerate() {
                 script.push(if i == 0 { "(" } else { ", (" });
@@ -913,14 +922,35 @@ async fn candidates(
 /// Run a script that begins and commits its own transaction. When a statement fails,
 /// nothing after it ran, so the transaction is still open: it is undone (an error from the
 /// `ROLLBACK` means none was open).
-async fn run_in_transaction(script: Script, conn: &mut AnyConnection) -> Result<Vec<AnyRow>> {
+/// Run a script that opens and commits its own transaction on the writer connection. When
+/// it fails, the transaction is rolled back and the connection let go (the next batch opens
+/// a new one), so a connection left in a bad state cannot fail every batch after it.
+async fn run_in_transaction(
+    script: Script,
+    slot: &mut Option<AnyConnection>,
+) -> Result<Vec<AnyRow>> {
+    let Some(conn) = slot.as_mut() else {
+        return Err(no_writer());
+    };
     match script.run(conn).await {
         Ok(rows) => Ok(rows),
         Err(e) => {
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            *slot = None;
             Err(e)
         }
     }
+}
+
+/// The writer connection's place behind the write guard (SQLite only).
+fn writer_slot<'a>(
+    guard: &'a mut Option<tokio::sync::MutexGuard<'_, Option<AnyConnection>>>,
+) -> Result<&'a mut Option<AnyConnection>> {
+    guard.as_deref_mut().ok_or_else(no_writer)
+}
+
+fn no_writer() -> StoreError {
+    StoreError::Unavailable("no writer connection".into())
 }
 
 /// The sessions a script's clash check named.
@@ -930,10 +960,142 @@ fn clashing(rows: &[AnyRow]) -> Result<Vec<String>> {
         .collect()
 }
 
+/// Codes a site hands out before it may count as crowded.
+const CODE_SAMPLE: u64 = 100;
+/// A site is crowded once more than one code in this many clashed; it then hands out six
+/// digits.
+const CROWDED_AT: u64 = 20;
+/// Candidates tried per clashing session in each round of the repair.
+const CANDIDATES: usize = 4;
+
+/// Each site's track codes in this process. Codes are handed out in turn from a random
+/// start: five digits, so a site's live sessions share no code until 90 000 sessions were
+/// opened within [`TRACK_CODE_LIFE`] (random draws clash far sooner: one draw in a hundred
+/// with 900 sessions live), and the new sessions of a batch sit side by side in the code
+/// index, so writing them touches a page or two of it rather than a page each. A code
+/// that clashes anyway (another process, a restart, a busy site that went round) sends the
+/// site's turn to a new random place; a site where more than one code in [`CROWDED_AT`]
+/// clashed hands out six digits from then on.
+#[derive(Default)]
+pub(crate) struct TrackCodes {
+    sites: HashMap<String, SiteCodes>,
+}
+
+struct SiteCodes {
+    next: u32,
+    six: bool,
+    handed: u64,
+    clashed: u64,
+}
+
+impl SiteCodes {
+    fn new() -> Self {
+        let mut s = Self {
+            next: 0,
+            six: false,
+            handed: 0,
+            clashed: 0,
+        };
+        s.jump();
+        s
+    }
+
+    fn range(&self) -> std::ops::Range<u32> {
+        if self.six {
+            100_000..1_000_000
+        } else {
+            10_000..100_000
+        }
+    }
+
+    fn jump(&mut self) {
+        self.next = rand::thread_rng().gen_range(self.range());
+    }
+
+    fn take(&mut self) -> String {
+        let code = self.next;
+        self.next = if code + 1 >= self.range().end {
+            self.range().start
+        } else {
+            code + 1
+        };
+        code.to_string()
+    }
+
+    /// Hand out six digits from now on.
+    fn crowd(&mut self) {
+        if !self.six {
+            self.six = true;
+            self.jump();
+        }
+    }
+
+    fn record(&mut self, clashed: bool) {
+        self.handed += 1;
+        if !clashed {
+            return;
+        }
+        self.clashed += 1;
+        if self.handed >= CODE_SAMPLE && self.clashed * CROWDED_AT > self.handed {
+            self.crowd();
+        } else {
+            self.jump();
+        }
+    }
+}
+
+impl TrackCodes {
+    fn site(&mut self, site_id: &str) -> &mut SiteCodes {
+        self.sites
+            .entry(site_id.to_owned())
+            .or_insert_with(SiteCodes::new)
+    }
+}
+
+impl Store {
+    fn track_codes(&self) -> std::sync::MutexGuard<'_, TrackCodes> {
+        // A poisoned lock only means a panic elsewhere; any state of it is usable.
+        self.track_codes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A track code for a new session of `site_id` (checked once written: see
+    /// [`fix_track_codes`]).
+    fn new_track_code(&self, site_id: &str) -> String {
+        self.track_codes().site(site_id).take()
+    }
+
+    /// Count the codes the batch handed out and those that clashed.
+    fn record_codes(&self, items: &[(NewSession, Target)], shown: &[Shown], clashes: &[String]) {
+        let mut codes = self.track_codes();
+        for ((s, _), sh) in items.iter().zip(shown) {
+            codes
+                .site(&s.site_id)
+                .record(clashes.contains(&sh.session_id));
+        }
+    }
+
+    /// Candidate codes for a session whose code clashed: the next few in the site's turn
+    /// (which the clash sent elsewhere); six digits once `crowded`.
+    fn code_candidates(&self, site_id: &str, crowded: bool) -> Vec<String> {
+        let mut codes = self.track_codes();
+        let site = codes.site(site_id);
+        if crowded {
+            site.crowd();
+        }
+        (0..CANDIDATES).map(|_| site.take()).collect()
+    }
+}
+
 /// Draw new track codes for the sessions of the batch whose code clashed with a live
-/// session of their site (or with one another): five digits, six once a site is busy enough
-/// for clashes, each checked against the site's sessions active within [`TRACK_CODE_LIFE`].
+/// session of their site (or with one another). Each round takes a few candidates per
+/// session from its site's turn and checks them all with one query per site against the
+/// site's sessions active within [`TRACK_CODE_LIFE`]; a round where all of a session's
+/// candidates were taken sends the site's turn elsewhere, and from the third round on the
+/// site hands out six digits. The codes given are written with one statement.
 async fn fix_track_codes(
+    store: &Store,
     conn: &mut AnyConnection,
     items: &[(NewSession, Target)],
     shown: &mut [Shown],
@@ -943,45 +1105,81 @@ async fn fix_track_codes(
     if clashes.is_empty() {
         return Ok(());
     }
-    let mut given: HashSet<(String, String)> = HashSet::new();
-    for (i, sh) in shown.iter_mut().enumerate() {
-        if !clashes.contains(&sh.session_id) {
-            continue;
+    // Codes the batch shows, by site: a new code must not be one of them either.
+    let mut given: HashSet<(&str, String)> = items
+        .iter()
+        .zip(shown.iter())
+        .filter(|(_, sh)| !clashes.contains(&sh.session_id))
+        .map(|((s, _), sh)| (s.site_id.as_str(), sh.track_code.clone()))
+        .collect();
+    let mut open: Vec<usize> = (0..shown.len())
+        .filter(|&i| clashes.contains(&shown[i].session_id))
+        .collect();
+    let mut fixed: Vec<usize> = Vec::with_capacity(open.len());
+    for round in 0..6 {
+        if open.is_empty() {
+            break;
         }
-        let site_id = &items[i].0.site_id;
-        let mut found = None;
-        for attempt in 1..20 {
-            let code = if attempt < 10 {
-                rand::thread_rng().gen_range(10_000..100_000)
-            } else {
-                rand::thread_rng().gen_range(100_000..1_000_000)
+        let mut by_site: BTreeMap<&str, Vec<(usize, Vec<String>)>> = BTreeMap::new();
+        for &i in &open {
+            // Two rounds that found nothing free: the site's codes are crowded.
+            let draws = store.code_candidates(&items[i].0.site_id, round >= 2);
+            by_site
+                .entry(items[i].0.site_id.as_str())
+                .or_default()
+                .push((i, draws));
+        }
+        let mut still = Vec::new();
+        for (site_id, wanted) in by_site {
+            let mut q = Script::new(store.backend);
+            q.push("SELECT DISTINCT track_code FROM sessions WHERE site_id = ")
+                .val(site_id.to_owned())
+                .push(" AND last_activity >= ")
+                .val(now - TRACK_CODE_LIFE)
+                .push(" AND track_code IN (");
+            for code in wanted.iter().flat_map(|(_, d)| d) {
+                q.val(code.clone());
             }
-            .to_string();
-            if given.contains(&(site_id.clone(), code.clone())) {
-                continue;
-            }
-            let taken = sqlx::query(
-                "SELECT 1 AS x FROM sessions WHERE site_id = $1 AND track_code = $2 AND last_activity >= $3 LIMIT 1",
-            )
-            .bind(site_id)
-            .bind(&code)
-            .bind(now - TRACK_CODE_LIFE)
-            .fetch_optional(&mut *conn)
-            .await?;
-            if taken.is_none() {
-                found = Some(code);
-                break;
+            q.push(")");
+            let taken: HashSet<String> = q
+                .run(conn)
+                .await?
+                .iter()
+                .map(|r| r.try_get("track_code"))
+                .collect::<std::result::Result<_, _>>()?;
+            for (i, draws) in wanted {
+                let free = draws
+                    .into_iter()
+                    .find(|c| !taken.contains(c) && !given.contains(&(site_id, c.clone())));
+                if let Some(code) = free {
+                    given.insert((site_id, code.clone()));
+                    shown[i].track_code = code;
+                    fixed.push(i);
+                } else {
+                    store.track_codes().site(site_id).jump();
+                    still.push(i);
+                }
             }
         }
-        let code = found.ok_or_else(|| StoreError::Conflict("no free track code".into()))?;
-        sqlx::query("UPDATE sessions SET track_code = $1 WHERE id = $2")
-            .bind(&code)
-            .bind(&sh.session_id)
-            .execute(&mut *conn)
-            .await?;
-        given.insert((site_id.clone(), code.clone()));
-        sh.track_code = code;
+        open = still;
     }
+    if !open.is_empty() {
+        return Err(StoreError::Conflict("no free track code".into()));
+    }
+    let mut w = Script::new(store.backend);
+    w.push("UPDATE sessions SET track_code = CASE id");
+    for &i in &fixed {
+        w.push(" WHEN ")
+            .val(shown[i].session_id.clone())
+            .push(" THEN ")
+            .val(shown[i].track_code.clone());
+    }
+    w.push(" END WHERE id IN (");
+    for &i in &fixed {
+        w.val(shown[i].session_id.clone());
+    }
+    w.push(")");
+    w.run(conn).await?;
     Ok(())
 }
 
@@ -992,7 +1190,9 @@ fn insert_sessions(
     held: &[(Option<String>, Option<String>, Option<String>)],
     now: Millis,
 ) {
-    script.push(&format!("INSERT INTO sessions ({SESSION_COLS}) VALUES "));
+    script
+        .write("INSERT")
+        .push(&format!("INTO sessions ({SESSION_COLS}) VALUES "));
     for (i, (((s, _), sh), (pool_id, number_id, lease_id))) in
         items.iter().zip(shown).zip(held).enumerate()
     {
@@ -1044,7 +1244,9 @@ fn insert_first_pages(
     shown: &[Shown],
     now: Millis,
 ) {
-    script.push("INSERT INTO page_views (id, session_id, at, kind, url, title) VALUES ");
+    script
+        .write("INSERT")
+        .push("INTO page_views (id, session_id, at, kind, url, title) VALUES ");
     for (i, ((s, _), sh)) in items.iter().zip(shown).enumerate() {
         script.push(if i == 0 { "(" } else { ", (" });
         script

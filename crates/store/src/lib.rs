@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use calltrail_core::Invalid;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Executor};
 use tokio::sync::{Mutex, MutexGuard};
 
 pub use records::*;
@@ -117,11 +117,16 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     /// SQLite allows one writer; serialising writers in-process avoids `SQLITE_BUSY` on
-    /// lock upgrades. PostgreSQL needs no such lock: it uses row locks.
-    write_lock: Option<Arc<Mutex<()>>>,
+    /// lock upgrades. PostgreSQL needs no such lock: it uses row locks. Behind the lock
+    /// sits the connection that writes page loads (see [`Store::writer`]).
+    write_lock: Option<Arc<Mutex<Option<AnyConnection>>>>,
     /// SQLite only: each pool's numbers and latest leases as the last committed transaction
     /// left them, so allocation need not read the pool (see `batch`).
     pools_seen: Arc<std::sync::Mutex<batch::PoolsSeen>>,
+    /// Each site's turn of track codes (see `batch::TrackCodes`).
+    track_codes: Arc<std::sync::Mutex<batch::TrackCodes>>,
+    /// SQLite: whether the checkpointer runs; it stops when this is dropped.
+    checkpointing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -196,8 +201,10 @@ impl Store {
         Ok(Self {
             pool,
             backend,
-            write_lock: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            write_lock: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(None))),
             pools_seen: Arc::default(),
+            track_codes: Arc::default(),
+            checkpointing: Arc::default(),
         })
     }
 
@@ -212,16 +219,91 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(mut slot) = self.write_guard().await {
+            if let Some(conn) = slot.take() {
+                let _ = sqlx::Connection::close(conn).await;
+            }
+        }
         self.pool.close().await;
     }
 
+    /// SQLite: start the task that checkpoints the WAL for the writer (once per store; it
+    /// ends with the store). Every [`CHECKPOINT_EVERY`] it copies what it can without
+    /// waiting for anyone (`PASSIVE`). Under steady writes that never catches up, and the
+    /// WAL only starts over when a writer finds it fully copied, so once the WAL passes
+    /// [`WAL_RESTART_PAGES`] it copies the rest with writers held off (`RESTART`): a short
+    /// wait, as the passive pass did most of the copying.
+    fn start_checkpointer(&self) {
+        if self
+            .checkpointing
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let pool = self.pool.clone();
+        let alive = Arc::downgrade(&self.checkpointing);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if alive.strong_count() == 0 || pool.is_closed() {
+                    break;
+                }
+                if let Err(e) = checkpoint(&pool).await {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        });
+    }
+
     /// Serialise writers where the backend needs it (SQLite).
-    async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
+    async fn write_guard(&self) -> Option<MutexGuard<'_, Option<AnyConnection>>> {
         match &self.write_lock {
             Some(m) => Some(m.lock().await),
             None => None,
         }
     }
+
+    /// SQLite: the connection that writes page loads, opened on first use and then kept out
+    /// of the pool. Always the same connection, so its page cache stays warm: SQLite drops a
+    /// connection's cache whenever another connection wrote since its last transaction,
+    /// which with writes going round the pool's connections was every batch. It never
+    /// checkpoints the WAL itself (`wal_autocheckpoint = 0`): the checkpointer does that on
+    /// another connection, so the copy and its fsync stay off the writer's thread.
+    async fn writer<'a>(
+        &self,
+        slot: &'a mut Option<AnyConnection>,
+    ) -> Result<&'a mut AnyConnection> {
+        if slot.is_none() {
+            let mut conn = self.pool.acquire().await?.detach();
+            conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+            self.start_checkpointer();
+            *slot = Some(conn);
+        }
+        slot.as_mut()
+            .ok_or_else(|| StoreError::Unavailable("no writer connection".into()))
+    }
+}
+
+/// How often the checkpointer copies the WAL into the database (SQLite).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// WAL pages past which the checkpointer holds writers off to let the WAL start over.
+const WAL_RESTART_PAGES: i64 = 8192;
+
+async fn checkpoint(pool: &AnyPool) -> Result<()> {
+    use sqlx::Row as _;
+    let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await?;
+    // (busy, pages in the WAL, pages copied)
+    let pages: i64 = row.try_get(1)?;
+    if pages > WAL_RESTART_PAGES {
+        sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+            .fetch_one(pool)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Make an SQLite URL create its file, and create the folder it lives in.

@@ -38,6 +38,20 @@ impl Script {
         self
     }
 
+    /// Start a write statement: `verb` is `INSERT` or `UPDATE`. On SQLite it reads
+    /// `INSERT OR ROLLBACK`: a script is one transaction that fails as a whole if any of its
+    /// statements fails, so SQLite need not keep a statement journal to undo just the
+    /// failing statement (for a multi-row write that is a copy of every page it touches,
+    /// made before its first change).
+    pub fn write(&mut self, verb: &str) -> &mut Self {
+        self.sql.push_str(verb);
+        if self.backend == Backend::Sqlite {
+            self.sql.push_str(" OR ROLLBACK");
+        }
+        self.sql.push(' ');
+        self
+    }
+
     /// Append a parameter bound to `v`, after a comma unless it opens a list.
     pub fn val<T>(&mut self, v: T) -> &mut Self
     where

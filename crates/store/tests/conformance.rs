@@ -474,8 +474,7 @@ conformance! {
     }
 
     a_batch_larger_than_one_statement_is_written_whole(store, db) {
-        // 2 000 sessions: several chunks, and five-digit codes drawn blind clash about 20
-        // times (n²/2 of 90 000), so the clash repair runs too.
+        // 2 000 sessions: several chunks.
         const N: usize = 2_000;
         let (_, ctx) = engine_site(store, 4, "fallback").await;
         let req = visit_req("https://shop.example/?utm_source=google&utm_medium=cpc", None);
@@ -496,6 +495,46 @@ conformance! {
             assert_eq!(found.id, s.session_id);
         }
         assert!(store.open_sessions(&[], T0).await.unwrap().is_empty());
+    }
+    track_codes_are_handed_out_in_turn_and_mended_when_taken(store, db) {
+        let (_, ctx) = engine_site(store, 2, "fallback").await;
+        let req = visit_req("https://shop.example/?utm_source=google&utm_medium=cpc", None);
+        // A fresh site: five digits, one after another (the turn may wrap once).
+        let batch: Vec<_> = (0..50).map(|_| tracking::new_session(&ctx, &req)).collect();
+        let shown = store.open_sessions(&batch, T0).await.unwrap();
+        let codes: Vec<u32> = shown.iter().map(|s| s.track_code.parse().unwrap()).collect();
+        assert!(codes.iter().all(|c| (10_000..100_000).contains(c)), "{codes:?}");
+        let steps = codes.windows(2).filter(|w| w[1] != w[0] + 1).count();
+        assert!(steps <= 1, "codes not handed out in turn: {codes:?}");
+        // Another process handed out every five-digit code to a session still live.
+        let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO sessions (id, site_id, visitor_id, started_at, last_activity, track_code, \
+             channel, source, medium, landing_url, landing_path, is_bot, page_count) \
+             WITH RECURSIVE n(x) AS (SELECT 10000 UNION ALL SELECT x + 1 FROM n WHERE x < 99999) \
+             SELECT 'other-' || CAST(x AS TEXT), $1, 'v', $2, $2, CAST(x AS TEXT), 'direct', \
+             '(direct)', '(none)', 'https://shop.example/', '/', 0, 1 FROM n",
+        )
+        .bind(&ctx.site.id)
+        .bind(T0)
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        // A lone visitor's code clashes, and clashes again in the repair's first rounds;
+        // then the site goes to six digits and the visitor gets a free one.
+        let one = store.open_sessions(&[tracking::new_session(&ctx, &req)], T0 + 1).await.unwrap();
+        assert_eq!(one[0].track_code.len(), 6, "{:?}", one[0].track_code);
+        let found = store.session_by_track_code(&ctx.site.id, &one[0].track_code, T0 + 1).await.unwrap().unwrap();
+        assert_eq!(found.id, one[0].session_id, "stored under the code it was shown");
+        // Everyone after it gets six digits at once, distinct.
+        let batch: Vec<_> = (0..300).map(|_| tracking::new_session(&ctx, &req)).collect();
+        let more = store.open_sessions(&batch, T0 + 2).await.unwrap();
+        let mut codes: Vec<&str> = more.iter().map(|s| s.track_code.as_str()).collect();
+        assert!(codes.iter().all(|c| c.len() == 6), "{codes:?}");
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), 300);
     }
     continuing_sessions_are_written_together(store, db) {
         let (_, ctx) = engine_site(store, 2, "fallback").await;
