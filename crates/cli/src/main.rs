@@ -2,6 +2,12 @@
 
 mod config;
 
+/// mimalloc serves every allocation in the process, SQLite's included (the `override`
+/// feature replaces `malloc`): page loads allocate and free many small strings on several
+/// threads, where it is markedly cheaper than glibc's allocator (docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

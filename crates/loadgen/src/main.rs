@@ -8,6 +8,10 @@
 //! number of HTTP/1.1 keep-alive connections, each sending its next request as soon as
 //! the previous answer is read. The first second (`--warmup`) is not measured.
 
+/// The allocator the calltrail binary runs with, so the server is measured as it runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -110,6 +114,9 @@ struct Outcome {
     lat_us: Vec<u32>,
     /// Visits that got the pool's fallback number.
     fallback: u64,
+    /// CPU time of the whole process (load generator and server) per measured request,
+    /// microseconds; `None` for a phase too short to tell.
+    cpu_us: Option<f64>,
 }
 
 impl Outcome {
@@ -119,6 +126,11 @@ impl Outcome {
         } else {
             0.0
         }
+    }
+
+    fn cpu(&self) -> String {
+        self.cpu_us
+            .map_or_else(|| "–".to_owned(), |c| format!("{c:.0}"))
     }
 
     fn pct_ms(&self, p: f64) -> f64 {
@@ -199,6 +211,21 @@ struct Tally {
     lat_us: Vec<u32>,
     first: Option<Instant>,
     last: Option<Instant>,
+    /// What the first failed request got back, to say why.
+    first_error: Option<String>,
+    /// CPU seconds the process used in the measured window.
+    cpu_s: Option<f64>,
+}
+
+/// CPU seconds this process has used (user + system), from `/proc/self/stat`.
+fn process_cpu() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at the third.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux whatever the kernel's own tick.
+    Some(ticks as f64 / 100.0)
 }
 
 async fn connect(
@@ -263,14 +290,18 @@ async fn worker(addr: SocketAddr, load: Load, id: usize, w: Window) -> anyhow::R
                     t.last = Some(done);
                 }
             }
-            Ok(_) => {
+            Ok((status, body)) => {
                 if measured {
                     t.errors += 1;
+                    t.first_error.get_or_insert_with(|| {
+                        format!("{status}: {}", String::from_utf8_lossy(&body))
+                    });
                 }
             }
-            Err(_) => {
+            Err(e) => {
                 if measured {
                     t.errors += 1;
+                    t.first_error.get_or_insert_with(|| e.to_string());
                 }
                 // The connection is gone; open another and go on.
                 sender = connect(addr).await?;
@@ -299,12 +330,26 @@ async fn measure(
     for id in 0..concurrency {
         tasks.push(tokio::spawn(worker(addr, load.clone(), id, w.clone())));
     }
+    // CPU over the measured window, for time-bounded phases.
+    let window = (w.measure_from, w.end);
+    let cpu = tokio::spawn(async move {
+        if tickets.is_some() {
+            return None;
+        }
+        tokio::time::sleep_until(window.0.into()).await;
+        let a = process_cpu()?;
+        tokio::time::sleep_until(window.1.into()).await;
+        Some(process_cpu()? - a)
+    });
     let mut all = Tally::default();
     for t in tasks {
         let t = t.await??;
         all.ok += t.ok;
         all.errors += t.errors;
         all.fallback += t.fallback;
+        if all.first_error.is_none() {
+            all.first_error = t.first_error;
+        }
         all.lat_us.extend(t.lat_us);
         all.first = match (all.first, t.first) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -313,6 +358,7 @@ async fn measure(
         all.last = all.last.max(t.last);
     }
     all.lat_us.sort_unstable();
+    all.cpu_s = cpu.await?;
     // Time-bounded phases divide by the window; a phase that ran out of tickets, by the
     // time from its first measured request to its last answer.
     let secs = match (tickets, all.first, all.last) {
@@ -323,12 +369,19 @@ async fn measure(
 }
 
 fn outcome(backend: &'static str, endpoint: &str, secs: f64, t: Tally) -> Outcome {
+    if let Some(e) = &t.first_error {
+        eprintln!(
+            "[{backend}] {endpoint}: {} errors, the first: {e}",
+            t.errors
+        );
+    }
     Outcome {
         backend,
         endpoint: endpoint.to_owned(),
         secs,
         ok: t.ok,
         errors: t.errors,
+        cpu_us: t.cpu_s.filter(|_| t.ok > 0).map(|c| c * 1e6 / t.ok as f64),
         lat_us: t.lat_us,
         fallback: t.fallback,
     }
@@ -558,8 +611,8 @@ fn cpu_model() -> String {
 
 fn table(results: &[Outcome], bare_rps: f64) -> String {
     let mut s = String::from(
-        "| backend | endpoint | requests | req/s | p50 ms | p99 ms | errors | vs bare |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|\n",
+        "| backend | endpoint | requests | req/s | p50 ms | p99 ms | errors | vs bare | CPU µs/req |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in results {
         let ratio = if bare_rps > 0.0 {
@@ -573,7 +626,7 @@ fn table(results: &[Outcome], bare_rps: f64) -> String {
         }
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.0}% |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.0}% | {} |",
             r.backend,
             endpoint,
             r.ok,
@@ -581,7 +634,8 @@ fn table(results: &[Outcome], bare_rps: f64) -> String {
             r.pct_ms(0.50),
             r.pct_ms(0.99),
             r.errors,
-            ratio
+            ratio,
+            r.cpu()
         );
     }
     s
