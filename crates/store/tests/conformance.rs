@@ -609,3 +609,29 @@ fn summary(s: &Shown) -> (String, String) {
     });
     (digits, kind)
 }
+
+/// SQLite: the writer never checkpoints (its thread only appends to the WAL); the
+/// checkpointer copies what it wrote into the database file on its own.
+#[tokio::test]
+async fn the_checkpointer_copies_the_writers_pages_into_the_database_file() {
+    let db = testing::sqlite().await;
+    let store = &db.store;
+    let (_, ctx) = engine_site(store, 2, "fallback").await;
+    let file = db.url.trim_start_matches("sqlite://").to_owned();
+    let size = || std::fs::metadata(&file).unwrap().len();
+    let before = size();
+    let req = visit_req("https://shop.example/?utm_source=google&utm_medium=cpc", None);
+    let batch: Vec<_> = (0..2_000).map(|_| tracking::new_session(&ctx, &req)).collect();
+    store.open_sessions(&batch, T0).await.unwrap();
+    // 2 000 sessions are over a megabyte of pages; nothing else writes or checkpoints.
+    let mut after = size();
+    for _ in 0..50 {
+        if after > before + 1_000_000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        after = size();
+    }
+    assert!(after > before + 1_000_000, "the database file stayed at {after} bytes (was {before})");
+    db.cleanup().await;
+}
