@@ -312,6 +312,10 @@ impl Store {
             found.insert(row.try_get("id")?, row);
         }
         let mut pages = Vec::new();
+        // Sessions moved on, with the page loads each adds (a session may come twice).
+        let mut moved: Vec<(&str, i64)> = Vec::new();
+        // Live leases kept (SQLite): `(lease, hold until)`.
+        let mut keeps: Vec<(String, Millis)> = Vec::new();
         // Answers by session: a session loaded twice in one batch keeps what its first
         // load found.
         let mut answered: HashMap<&str, Shown> = HashMap::new();
@@ -327,17 +331,11 @@ impl Store {
                 out.push(None);
                 continue;
             }
-            script
-                .write("UPDATE")
-                .push("sessions SET last_activity = CASE WHEN last_activity < ")
-                .val(now)
-                .push(" THEN ")
-                .val(now)
-                .push(" ELSE last_activity END, page_count = page_count + ")
-                .val(i64::from(r.page.is_some()))
-                .push(" WHERE id = ")
-                .val(r.session_id.clone())
-                .end();
+            let added = i64::from(r.page.is_some());
+            match moved.iter_mut().find(|(id, _)| *id == r.session_id) {
+                Some((_, n)) => *n += added,
+                None => moved.push((&r.session_id, added)),
+            }
             if let Some(p) = &r.page {
                 pages.push((r.session_id.clone(), p));
             }
@@ -345,9 +343,56 @@ impl Store {
                 out.push(Some(shown.clone()));
                 continue;
             }
-            let shown = self.continue_one(conn, script, r, row, now).await?;
+            let shown = self
+                .continue_one(conn, script, &mut keeps, r, row, now)
+                .await?;
             answered.insert(&r.session_id, shown.clone());
             out.push(Some(shown));
+        }
+        // One statement per table whatever the batch's size: a statement of its own per
+        // session is compiled anew for every batch (the script's text differs each time),
+        // which cost more than running it.
+        if !moved.is_empty() {
+            script
+                .write("UPDATE")
+                .push("sessions SET last_activity = CASE WHEN last_activity < ")
+                .val(now)
+                .push(" THEN ")
+                .val(now)
+                .push(" ELSE last_activity END, page_count = page_count + CASE id");
+            for (id, n) in &moved {
+                script
+                    .push(" WHEN ")
+                    .val((*id).to_owned())
+                    .push(" THEN ")
+                    .val(*n);
+            }
+            script.push(" ELSE 0 END WHERE id IN (");
+            for (id, _) in &moved {
+                script.val((*id).to_owned());
+            }
+            script.push(")").end();
+        }
+        if !keeps.is_empty() {
+            // A request that read the clock earlier must not move activity back.
+            script
+                .write("UPDATE")
+                .push("leases SET last_activity = ")
+                .val(now)
+                .push(", hold_until = CASE id");
+            for (id, until) in &keeps {
+                script
+                    .push(" WHEN ")
+                    .val(id.clone())
+                    .push(" THEN ")
+                    .val(*until);
+            }
+            script.push(" ELSE hold_until END WHERE last_activity <= ");
+            script.val(now).push(" AND id IN (");
+            for (id, _) in &keeps {
+                script.val(id.clone());
+            }
+            script.push(")").end();
         }
         if !pages.is_empty() {
             script
@@ -375,6 +420,7 @@ impl Store {
         &self,
         conn: &mut AnyConnection,
         script: &mut Script,
+        keeps: &mut Vec<(String, Millis)>,
         r: &Continuing,
         row: &AnyRow,
         now: Millis,
@@ -428,18 +474,7 @@ impl Store {
             // The common case: the session's lease is alive, move it on.
             (Some(pool), Some(lease_id), Some(number_id)) if lease_live => {
                 if self.backend == Backend::Sqlite {
-                    // A request that read the clock earlier must not move activity back.
-                    script
-                        .write("UPDATE")
-                        .push("leases SET last_activity = ")
-                        .val(now)
-                        .push(", hold_until = ")
-                        .val(now + pool.hold())
-                        .push(" WHERE id = ")
-                        .val(lease_id.clone())
-                        .push(" AND last_activity <= ")
-                        .val(now)
-                        .end();
+                    keeps.push((lease_id.clone(), now + pool.hold()));
                 }
                 self.seen_touch(&pool.pool_id, lease_id, now, pool.hold());
                 shown.hold_ms = Some(pool.hold());

@@ -620,8 +620,13 @@ async fn the_checkpointer_copies_the_writers_pages_into_the_database_file() {
     let file = db.url.trim_start_matches("sqlite://").to_owned();
     let size = || std::fs::metadata(&file).unwrap().len();
     let before = size();
-    let req = visit_req("https://shop.example/?utm_source=google&utm_medium=cpc", None);
-    let batch: Vec<_> = (0..2_000).map(|_| tracking::new_session(&ctx, &req)).collect();
+    let req = visit_req(
+        "https://shop.example/?utm_source=google&utm_medium=cpc",
+        None,
+    );
+    let batch: Vec<_> = (0..2_000)
+        .map(|_| tracking::new_session(&ctx, &req))
+        .collect();
     store.open_sessions(&batch, T0).await.unwrap();
     // 2 000 sessions are over a megabyte of pages; nothing else writes or checkpoints.
     let mut after = size();
@@ -632,6 +637,9 @@ async fn the_checkpointer_copies_the_writers_pages_into_the_database_file() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         after = size();
     }
-    assert!(after > before + 1_000_000, "the database file stayed at {after} bytes (was {before})");
+    assert!(
+        after > before + 1_000_000,
+        "the database file stayed at {after} bytes (was {before})"
+    );
     db.cleanup().await;
 }
