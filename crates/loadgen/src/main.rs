@@ -40,22 +40,24 @@ const SITE_NUMBER: &str = "+74951234567";
 const FALLBACK: &str = "+74959999999";
 const SECTION: &str = "## Tracking endpoint throughput";
 /// Why the endpoints trail the bare handler, from profiling (perf) on the 2-core machine.
-const WHY: &str = "Where the time goes (perf, SQLite, visit phase): new visitors are opened \
-in batches. One writer task takes the visits that arrived while it wrote the last batch and \
-opens them in one transaction, sent to SQLite as one script (crates/server/src/visits.rs, \
-crates/store/src/batch.rs; the batch's allocations are decided in memory from a picture of the \
-pool that the last commit left). At 32 connections a batch holds about 15 visits. The writer's \
-SQLite worker thread is now the bottleneck, with about 45 % of all samples in the visit phase, \
-nearly all of it SQLite's own work: each new session goes into five b-trees (table, primary key, \
-three indexes) and its page view and exhaustion into three each (about 25 % of samples), WAL \
-frames and checkpoints with their fsync take about 16 %, page reads 4 %. The HTTP side \
-(parsing, classification, user agent, JSON) takes most of the rest. Next: fewer b-trees per \
-session, checkpoints off the writer's thread, and the page loads of continuing sessions batched \
-the same way (each is still a transaction of its own; these rows measure new visitors). \
+const WHY: &str = "Where the time goes (perf, SQLite, visit rows): page loads are written in \
+batches. One writer task takes the page loads that arrived while it wrote the last batch and \
+writes them in one transaction, sent to SQLite as one script through one connection kept for \
+it, so its page cache stays warm (crates/server/src/visits.rs, crates/store/src/batch.rs); WAL \
+checkpoints run on another connection. The batch's allocations are decided in memory from a \
+picture of the pool that the last commit left. Per new visitor the process (load generator \
+included) spends about 3.5 times the CPU of a bare request (CPU column). The writer's SQLite \
+thread is busy about half the time; of that, writing WAL frames takes about a third (about 1.5 \
+pages per new visitor: the right edges of the b-trees a batch appends to), binding strings \
+(SQLite copies each) and b-tree inserts about a tenth each. Planning a batch on the server's \
+runtime (allocation, the statements and their arguments) and SQLite's run of it happen one \
+after the other, and with the hand-offs between sqlx's worker thread and the runtime they bound \
+the rate; the HTTP side (parsing, classification, JSON, sockets) takes the rest of the CPU. \
 Heartbeats are answered from memory by the node that served the session and written back once \
 a second (crates/server/src/heartbeat.rs); the ping row measures that path. On PostgreSQL each \
-batch holds its pool's row lock (`SELECT ... FOR UPDATE`) until it commits, and every \
-statement is a network round trip.\n";
+batch of new sessions holds its pool's row lock (`SELECT ... FOR UPDATE`) until it commits, \
+every statement is a network round trip, and a continuing page load is a transaction of its \
+own.\n";
 /// Hard bounds, whatever the flags say.
 const MAX_DURATION_S: f64 = 300.0;
 const MAX_CONCURRENCY: usize = 1024;
