@@ -573,7 +573,6 @@ impl Store {
             }
         }
         insert_sessions(script, items, &shown, &held, now);
-        insert_first_pages(script, items, &shown, now);
         // Which new sessions drew a track code a live session of their site shows.
         script.push(
             "SELECT s.id AS clash FROM sessions s WHERE EXISTS (SELECT 1 FROM sessions o \
@@ -1225,9 +1224,9 @@ fn insert_sessions(
     held: &[(Option<String>, Option<String>, Option<String>)],
     now: Millis,
 ) {
-    script
-        .write("INSERT")
-        .push(&format!("INTO sessions ({SESSION_COLS}) VALUES "));
+    script.write("INSERT").push(&format!(
+        "INTO sessions ({SESSION_COLS}, landing_title, landing_in_row) VALUES "
+    ));
     for (i, (((s, _), sh), (pool_id, number_id, lease_id))) in
         items.iter().zip(shown).zip(held).enumerate()
     {
@@ -1268,29 +1267,9 @@ fn insert_sessions(
             .val(number_id.clone())
             .val(lease_id.clone())
             .val(1_i64)
-            .push(")");
-    }
-    script.end();
-}
-
-fn insert_first_pages(
-    script: &mut Script,
-    items: &[(NewSession, Target)],
-    shown: &[Shown],
-    now: Millis,
-) {
-    script
-        .write("INSERT")
-        .push("INTO page_views (id, session_id, at, kind, url, title) VALUES ");
-    for (i, ((s, _), sh)) in items.iter().zip(shown).enumerate() {
-        script.push(if i == 0 { "(" } else { ", (" });
-        script
-            .val(new_id())
-            .val(sh.session_id.clone())
-            .val(now)
-            .val("pageview")
-            .val(s.landing_url.clone())
+            // The first page view: see `Store::session_pages`.
             .val(s.title.clone())
+            .val(1_i64)
             .push(")");
     }
     script.end();

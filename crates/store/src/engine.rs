@@ -297,8 +297,16 @@ impl Store {
         session_row(&r)
     }
 
+    /// A session's page views and events in order. The first page view of a session opened
+    /// since migration 0005 is its landing page, kept in the session row.
     pub async fn session_pages(&self, session_id: &str) -> Result<Vec<PageView>> {
-        let rows = sqlx::query("SELECT at, kind, url, title FROM page_views WHERE session_id = $1 ORDER BY at, id LIMIT 500")
+        let rows = sqlx::query(
+            "SELECT at, kind, url, title FROM (\
+             SELECT started_at AS at, 'pageview' AS kind, landing_url AS url, landing_title AS title, \
+             '' AS id FROM sessions WHERE id = $1 AND landing_in_row = 1 \
+             UNION ALL SELECT at, kind, url, title, id FROM page_views WHERE session_id = $1\
+             ) p ORDER BY at, id LIMIT 500",
+        )
             .bind(session_id)
             .fetch_all(&self.pool)
             .await?;

@@ -11,7 +11,7 @@
 use calltrail_core::setup::{NumberSpec, PoolSpec, SiteInput, SiteSpec, SourceSpec};
 use calltrail_core::Region;
 use calltrail_store::testing::{self, TestDb};
-use calltrail_store::{Backend, Store, StoreError};
+use calltrail_store::{Backend, PageView, Store, StoreError};
 
 /// Run `case` once per backend, each on a fresh database.
 macro_rules! conformance {
@@ -535,6 +535,44 @@ conformance! {
         codes.sort_unstable();
         codes.dedup();
         assert_eq!(codes.len(), 300);
+    }
+    the_landing_page_is_the_first_page_view(store, db) {
+        let (_, ctx) = engine_site(store, 2, "fallback").await;
+        let landing = "https://shop.example/?utm_source=google&utm_medium=cpc";
+        let req = VisitRequest { title: Some("Shop".into()), ..visit_req(landing, None) };
+        let a = store.visit(&ctx, &req, T0).await.unwrap();
+        let next = Continuing {
+            site_id: ctx.site.id.clone(),
+            session_id: a.session_id.clone(),
+            page: Some(NewPage { kind: "pageview".into(), url: "https://shop.example/2".into(), title: None }),
+            pools: ctx.pools.clone(),
+        };
+        store.continue_sessions(&[next], T0 + 1_000).await.unwrap();
+        let seen = |pages: Vec<PageView>| -> Vec<(i64, String, Option<String>)> {
+            pages.into_iter().map(|p| (p.at.as_millisecond(), p.url, p.title)).collect()
+        };
+        let want = vec![
+            (T0, landing.to_owned(), Some("Shop".to_owned())),
+            (T0 + 1_000, "https://shop.example/2".to_owned(), None),
+        ];
+        assert_eq!(seen(store.session_pages(&a.session_id).await.unwrap()), want);
+        // A session written before the landing page moved into the row keeps it in
+        // page_views: the same list, the landing page once.
+        let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        sqlx::query("UPDATE sessions SET landing_in_row = 0, landing_title = NULL WHERE id = $1")
+            .bind(&a.session_id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO page_views (id, session_id, at, kind, url, title) VALUES ('old-landing', $1, $2, 'pageview', $3, 'Shop')")
+            .bind(&a.session_id)
+            .bind(T0)
+            .bind(landing)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        assert_eq!(seen(store.session_pages(&a.session_id).await.unwrap()), want);
     }
     continuing_sessions_are_written_together(store, db) {
         let (_, ctx) = engine_site(store, 2, "fallback").await;
