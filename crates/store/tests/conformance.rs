@@ -536,6 +536,48 @@ conformance! {
         codes.dedup();
         assert_eq!(codes.len(), 300);
     }
+    a_failed_batch_leaves_nothing_behind(store, db) {
+        let (_, ctx) = engine_site(store, 3, "fallback").await;
+        let req = visit_req("https://shop.example/?utm_source=google&utm_medium=cpc", None);
+        let batch = || vec![tracking::new_session(&ctx, &req), tracking::new_session(&ctx, &req)];
+        // A first batch: on SQLite the pool's picture is in memory from now on, so the
+        // failing batch below reads nothing and fails only when its script runs.
+        let first = store.open_sessions(&[tracking::new_session(&ctx, &req)], T0).await.unwrap();
+        assert!(matches!(first[0].allocation, Some(Allocation::Fresh { .. })));
+        let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        let rename = |from: &'static str, to: &'static str| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query(&format!("ALTER TABLE {from} RENAME TO {to}")).execute(&pool).await.unwrap();
+            }
+        };
+        // The batch's leases cannot be written: the whole batch fails.
+        rename("leases", "leases_away").await;
+        let failed = batch();
+        assert!(store.open_sessions(&failed, T0).await.is_err());
+        rename("leases_away", "leases").await;
+        let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE site_id = $1")
+            .bind(&ctx.site.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(kept, 1, "sessions of the failed batch were kept");
+        pool.close().await;
+        // Nothing of it was kept: its sessions are not there, and the next batch finds the
+        // two other numbers free (the pool's picture of the failed batch was dropped; on SQLite the
+        // writer's connection was let go and a new one opened).
+        let ok = store.open_sessions(&batch(), T0 + 1).await.unwrap();
+        assert!(
+            ok.iter().all(|s| matches!(s.allocation, Some(Allocation::Fresh { .. }))),
+            "{ok:?}"
+        );
+        let mut numbers: Vec<_> = ok.iter().map(|s| s.number.clone().unwrap()).collect();
+        numbers.push(first[0].number.clone().unwrap());
+        numbers.sort();
+        numbers.dedup();
+        assert_eq!(numbers.len(), 3);
+        assert_eq!(store.session_by_track_code(&ctx.site.id, &ok[0].track_code, T0 + 1).await.unwrap().unwrap().id, ok[0].session_id);
+    }
     the_landing_page_is_the_first_page_view(store, db) {
         let (_, ctx) = engine_site(store, 2, "fallback").await;
         let landing = "https://shop.example/?utm_source=google&utm_medium=cpc";
