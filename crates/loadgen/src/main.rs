@@ -801,11 +801,18 @@ fn main() -> anyhow::Result<()> {
         } else {
             "release"
         };
+        // The PostgreSQL rows need a server; say which (password masked).
+        let env = pg_url.as_deref().map_or_else(String::new, |u| {
+            format!(
+                "CALLTRAIL_BENCH_DATABASE_URL={} ",
+                calltrail_store::mask_url(u)
+            )
+        });
         let mut s = String::new();
         let _ = writeln!(s, "{SECTION}\n");
         let _ = writeln!(
             s,
-            "Written by `calltrail-loadgen` (crates/loadgen). Command:\n\n```sh\ncargo run --release -p calltrail-loadgen -- {cmd}\n```\n"
+            "Written by `calltrail-loadgen` (crates/loadgen). Command:\n\n```sh\n{env}cargo run --release -p calltrail-loadgen -- {cmd}\n```\n"
         );
         let _ = writeln!(
             s,
