@@ -983,7 +983,7 @@ fn writer_slot<'a>(
     guard.as_deref_mut().ok_or_else(no_writer)
 }
 
-fn no_writer() -> StoreError {
+pub(crate) fn no_writer() -> StoreError {
     StoreError::Unavailable("no writer connection".into())
 }
 

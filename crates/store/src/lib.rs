@@ -183,10 +183,13 @@ impl Store {
                         // A 16 MiB page cache and reads through mmap: visits write to
                         // the same few pages of each table and index over and over.
                         conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
-                             PRAGMA cache_size = -16384; PRAGMA mmap_size = 268435456; \
-                             PRAGMA temp_store = MEMORY;",
+                            format!(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; \
+                                 PRAGMA cache_size = -16384; PRAGMA mmap_size = 268435456; \
+                                 PRAGMA temp_store = MEMORY;"
+                            )
+                            .as_str(),
                         )
                         .await?;
                     }
@@ -281,8 +284,7 @@ impl Store {
             self.start_checkpointer();
             *slot = Some(conn);
         }
-        slot.as_mut()
-            .ok_or_else(|| StoreError::Unavailable("no writer connection".into()))
+        slot.as_mut().ok_or_else(batch::no_writer)
     }
 }
 
@@ -290,18 +292,35 @@ impl Store {
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// WAL pages past which the checkpointer holds writers off to let the WAL start over.
 const WAL_RESTART_PAGES: i64 = 8192;
+/// How long an SQLite connection waits for a lock before it gives up.
+const BUSY_TIMEOUT_MS: u32 = 5000;
+/// How long a `RESTART` checkpoint waits for readers (writers wait meanwhile): a long
+/// report must not hold page loads up; the checkpointer tries again next time.
+const RESTART_WAIT_MS: u32 = 50;
 
 async fn checkpoint(pool: &AnyPool) -> Result<()> {
     use sqlx::Row as _;
+    let mut conn = pool.acquire().await?;
     let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
     // (busy, pages in the WAL, pages copied)
     let pages: i64 = row.try_get(1)?;
     if pages > WAL_RESTART_PAGES {
-        sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-            .fetch_one(pool)
+        conn.execute(format!("PRAGMA busy_timeout = {RESTART_WAIT_MS}").as_str())
             .await?;
+        let restarted = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+            .fetch_one(&mut *conn)
+            .await;
+        let reset = conn
+            .execute(format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}").as_str())
+            .await;
+        if reset.is_err() {
+            // Not back in the pool with the short wait.
+            conn.close_on_drop();
+        }
+        restarted?;
+        reset?;
     }
     Ok(())
 }
