@@ -261,6 +261,8 @@ async fn serve(cfg: &Config, demo: bool) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Signal handlers first: whoever reads the line below may stop us at once.
+    let shutdown = calltrail_server::shutdown_signal();
     tracing::info!(%addr, backend = store.backend().as_str(), "calltrail listening");
     println!(
         "calltrail listening on http://{addr} ({} database)",
@@ -296,8 +298,7 @@ async fn serve(cfg: &Config, demo: bool) -> anyhow::Result<()> {
     calltrail_server::recordings::spawn_sweeper(state.clone(), Duration::from_secs(300));
     // AMI clients dial the PBXs of `asterisk_ami` connections (new ones within 30 s).
     let ami = calltrail_server::ami::spawn_all(state.clone());
-    let served =
-        calltrail_server::serve(listener, state, calltrail_server::shutdown_signal()).await;
+    let served = calltrail_server::serve(listener, state, shutdown).await;
     ami.abort();
     served?;
     store.close().await;

@@ -91,6 +91,20 @@ fn serve_creates_sqlite_under_data_and_answers_healthz() {
     assert!(stop(child).success(), "SIGTERM must end calltrail cleanly");
 }
 
+/// A stop sent the moment calltrail says it listens still ends it cleanly: the signal
+/// handlers are in place before that line is printed.
+#[test]
+fn sigterm_right_after_start_ends_calltrail_cleanly() {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let (child, _) = serve(calltrail(dir.path()));
+        assert!(
+            stop(child).success(),
+            "SIGTERM at start-up must end calltrail cleanly"
+        );
+    }
+}
+
 #[test]
 fn create_account_json_and_token() {
     let dir = tempfile::tempdir().unwrap();
