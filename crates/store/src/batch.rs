@@ -12,7 +12,6 @@
 //! one is what a single visit runs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt::Write as _;
 
 use calltrail_core::engine::{self, Allocation, Lease, Millis, Requester, Slot};
 use calltrail_core::ExhaustionPolicy;
@@ -163,33 +162,6 @@ impl Store {
             self.seen_stage(generation, pool_id, p);
         }
     }
-}
-
-/// `($first, ..), (..)`: `rows` tuples of `cols` numbered parameters.
-fn tuples(first: usize, rows: usize, cols: usize) -> String {
-    let mut s = String::with_capacity(rows * (cols * 5 + 3));
-    for r in 0..rows {
-        if r > 0 {
-            s.push_str(", ");
-        }
-        s.push('(');
-        for c in 0..cols {
-            if c > 0 {
-                s.push_str(", ");
-            }
-            let _ = write!(s, "${}", first + r * cols + c);
-        }
-        s.push(')');
-    }
-    s
-}
-
-/// `$first, .., $(first + count - 1)`.
-fn list(first: usize, count: usize) -> String {
-    tuples(first, 1, count)
-        .trim_start_matches('(')
-        .trim_end_matches(')')
-        .to_owned()
 }
 
 impl Store {
@@ -605,12 +577,12 @@ impl Store {
                 .execute(&mut *conn)
                 .await?;
         }
-        let held_before = held_before(conn, site_id, &pool.pool_id, askers).await?;
+        let held_before = held_before(conn, self.backend, site_id, &pool.pool_id, askers).await?;
         let (generation, picture) = self.seen_take(&pool.pool_id);
         let whole = self.backend == Backend::Sqlite;
         let (mut slots, numbers) = match picture {
             Some(p) => (p.slots, p.numbers),
-            None => candidates(conn, pool, askers, &held_before, now, whole).await?,
+            None => candidates(conn, self.backend, pool, askers, &held_before, now, whole).await?,
         };
         let mut w = Writes::default();
         let mut out = Vec::with_capacity(askers.len());
@@ -818,6 +790,7 @@ impl Writes {
 /// at most.
 async fn held_before(
     conn: &mut AnyConnection,
+    backend: Backend,
     site_id: &str,
     pool_id: &str,
     askers: &[Asker<'_>],
@@ -833,18 +806,21 @@ async fn held_before(
     if visitors.is_empty() {
         return Ok(out);
     }
-    let sql = format!(
+    let mut q = Script::new(backend);
+    q.push(
         "SELECT visitor_id, number_id, rn FROM (SELECT visitor_id, number_id, \
          ROW_NUMBER() OVER (PARTITION BY visitor_id ORDER BY leased_at DESC) AS rn FROM leases \
-         WHERE site_id = $1 AND pool_id = $2 AND visitor_id IN ({})) t WHERE rn <= 5 \
-         ORDER BY visitor_id, rn",
-        list(3, visitors.len())
-    );
-    let mut q = sqlx::query(&sql).bind(site_id).bind(pool_id);
+         WHERE site_id = ",
+    )
+    .val(site_id.to_owned())
+    .push(" AND pool_id = ")
+    .val(pool_id.to_owned())
+    .push(" AND visitor_id IN (");
     for v in &visitors {
-        q = q.bind(*v);
+        q.val((*v).to_owned());
     }
-    for r in q.fetch_all(&mut *conn).await? {
+    q.push(")) t WHERE rn <= 5 ORDER BY visitor_id, rn");
+    for r in q.run(conn).await? {
         out.entry(r.try_get("visitor_id")?)
             .or_default()
             .push(r.try_get("number_id")?);
@@ -865,6 +841,7 @@ async fn held_before(
 /// `whole` read (a picture of the pool to keep, on SQLite).
 async fn candidates(
     conn: &mut AnyConnection,
+    backend: Backend,
     pool: &PoolTarget,
     askers: &[Asker<'_>],
     held_before: &HashMap<String, Vec<String>>,
@@ -874,12 +851,6 @@ async fn candidates(
     const FREE_ENDED: &str =
         "CASE WHEN {l}.ended_at IS NOT NULL AND {l}.ended_at < {l}.hold_until \
         THEN {l}.ended_at ELSE {l}.hold_until END";
-    let mut sql = format!(
-        "SELECT n.id AS number_id, n.number, {LEASE_COLS} FROM tracking_numbers n \
-         LEFT JOIN number_state st ON st.number_id = n.id \
-         LEFT JOIN leases l ON l.id = st.lease_id \
-         WHERE n.pool_id = $1 AND n.kind = 'pool'"
-    );
     let narrow = !whole && pool.policy != ExhaustionPolicy::Reuse;
     let own: Vec<&str> = askers
         .iter()
@@ -893,53 +864,62 @@ async fn candidates(
     let mut held: Vec<&str> = held_before.values().flatten().map(String::as_str).collect();
     held.sort_unstable();
     held.dedup();
+    let mut q = Script::new(backend);
+    q.push(&format!(
+        "SELECT n.id AS number_id, n.number, {LEASE_COLS} FROM tracking_numbers n \
+         LEFT JOIN number_state st ON st.number_id = n.id \
+         LEFT JOIN leases l ON l.id = st.lease_id WHERE n.pool_id = "
+    ))
+    .val(pool.pool_id.clone())
+    .push(" AND n.kind = 'pool'");
     if narrow {
-        let _ = write!(
-            sql,
+        q.push(
             " AND (n.id IN (SELECT n2.id FROM tracking_numbers n2 \
              LEFT JOIN number_state st2 ON st2.number_id = n2.id \
-             LEFT JOIN leases l2 ON l2.id = st2.lease_id \
-             WHERE n2.pool_id = $1 AND n2.kind = 'pool' AND (l2.id IS NULL OR $2 > {}) \
-             ORDER BY CASE WHEN l2.id IS NULL THEN 0 ELSE 1 END, l2.last_activity, n2.id LIMIT {})",
+             LEFT JOIN leases l2 ON l2.id = st2.lease_id WHERE n2.pool_id = ",
+        )
+        .val(pool.pool_id.clone())
+        .push(" AND n2.kind = 'pool' AND (l2.id IS NULL OR ")
+        .val(now)
+        .push(&format!(
+            " > {}) ORDER BY CASE WHEN l2.id IS NULL THEN 0 ELSE 1 END, l2.last_activity, n2.id \
+             LIMIT {})",
             FREE_ENDED.replace("{l}", "l2"),
             askers.len()
-        );
-        let mut next = 3;
-        for &k in sources.values() {
-            let _ = write!(
-                sql,
+        ));
+        for (source, k) in &sources {
+            q.push(
                 " OR n.id IN (SELECT n3.id FROM tracking_numbers n3 \
                  JOIN number_state st3 ON st3.number_id = n3.id \
-                 JOIN leases l3 ON l3.id = st3.lease_id \
-                 WHERE n3.pool_id = $1 AND n3.kind = 'pool' AND l3.source = ${next} AND $2 > {} \
-                 ORDER BY l3.last_activity, n3.id LIMIT {k})",
+                 JOIN leases l3 ON l3.id = st3.lease_id WHERE n3.pool_id = ",
+            )
+            .val(pool.pool_id.clone())
+            .push(" AND n3.kind = 'pool' AND l3.source = ")
+            .val((*source).to_owned())
+            .push(" AND ")
+            .val(now)
+            .push(&format!(
+                " > {} ORDER BY l3.last_activity, n3.id LIMIT {k})",
                 FREE_ENDED.replace("{l}", "l3"),
-            );
-            next += 1;
+            ));
         }
         if !own.is_empty() {
-            let _ = write!(sql, " OR l.session_id IN ({})", list(next, own.len()));
-            next += own.len();
+            q.push(" OR l.session_id IN (");
+            for id in &own {
+                q.val((*id).to_owned());
+            }
+            q.push(")");
         }
         if !held.is_empty() {
-            let _ = write!(sql, " OR n.id IN ({})", list(next, held.len()));
+            q.push(" OR n.id IN (");
+            for id in &held {
+                q.val((*id).to_owned());
+            }
+            q.push(")");
         }
-        sql.push(')');
+        q.push(")");
     }
-    let mut q = sqlx::query(&sql).bind(&pool.pool_id);
-    if narrow {
-        q = q.bind(now);
-        for s in sources.keys() {
-            q = q.bind(*s);
-        }
-        for s in &own {
-            q = q.bind(*s);
-        }
-        for h in &held {
-            q = q.bind(*h);
-        }
-    }
-    let rows = q.fetch_all(&mut *conn).await?;
+    let rows = q.run(conn).await?;
     let mut slots = Vec::with_capacity(rows.len());
     let mut numbers = HashMap::with_capacity(rows.len());
     for r in &rows {
@@ -953,12 +933,11 @@ async fn candidates(
     Ok((slots, numbers))
 }
 
-/// Run a script that begins and commits its own transaction. When a statement fails,
-/// nothing after it ran, so the transaction is still open: it is undone (an error from the
-/// `ROLLBACK` means none was open).
 /// Run a script that opens and commits its own transaction on the writer connection. When
-/// it fails, the transaction is rolled back and the connection let go (the next batch opens
-/// a new one), so a connection left in a bad state cannot fail every batch after it.
+/// a statement fails, nothing after it ran, so the transaction may still be open: it is
+/// undone (an error from the `ROLLBACK` means none was open), and the connection let go
+/// (the next batch opens a new one), so a connection left in a bad state cannot fail every
+/// batch after it.
 async fn run_in_transaction(
     script: Script,
     slot: &mut Option<AnyConnection>,
@@ -1273,17 +1252,4 @@ fn insert_sessions(
             .push(")");
     }
     script.end();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbered_parameters() {
-        assert_eq!(tuples(1, 2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(tuples(4, 1, 2), "($4, $5)");
-        assert_eq!(list(3, 3), "$3, $4, $5");
-        assert_eq!(list(2, 1), "$2");
-    }
 }
