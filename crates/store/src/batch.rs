@@ -1058,10 +1058,16 @@ impl SiteCodes {
 }
 
 impl TrackCodes {
-    fn site(&mut self, site_id: &str) -> &mut SiteCodes {
-        self.sites
+    /// Work on the site's turn, started on first use. Called for every new session, so the
+    /// site's id is copied only the first time.
+    fn site<R>(&mut self, site_id: &str, f: impl FnOnce(&mut SiteCodes) -> R) -> R {
+        if let Some(site) = self.sites.get_mut(site_id) {
+            return f(site);
+        }
+        f(self
+            .sites
             .entry(site_id.to_owned())
-            .or_insert_with(SiteCodes::new)
+            .or_insert_with(SiteCodes::new))
     }
 }
 
@@ -1076,28 +1082,27 @@ impl Store {
     /// A track code for a new session of `site_id` (checked once written: see
     /// [`fix_track_codes`]).
     fn new_track_code(&self, site_id: &str) -> String {
-        self.track_codes().site(site_id).take()
+        self.track_codes().site(site_id, SiteCodes::take)
     }
 
     /// Count the codes the batch handed out and those that clashed.
     fn record_codes(&self, items: &[(NewSession, Target)], shown: &[Shown], clashes: &[String]) {
         let mut codes = self.track_codes();
         for ((s, _), sh) in items.iter().zip(shown) {
-            codes
-                .site(&s.site_id)
-                .record(clashes.contains(&sh.session_id));
+            let clashed = clashes.contains(&sh.session_id);
+            codes.site(&s.site_id, |site| site.record(clashed));
         }
     }
 
     /// Candidate codes for a session whose code clashed: the next few in the site's turn
     /// (which the clash sent elsewhere); six digits once `crowded`.
     fn code_candidates(&self, site_id: &str, crowded: bool) -> Vec<String> {
-        let mut codes = self.track_codes();
-        let site = codes.site(site_id);
-        if crowded {
-            site.crowd();
-        }
-        (0..CANDIDATES).map(|_| site.take()).collect()
+        self.track_codes().site(site_id, |site| {
+            if crowded {
+                site.crowd();
+            }
+            (0..CANDIDATES).map(|_| site.take()).collect()
+        })
     }
 }
 
@@ -1169,7 +1174,7 @@ async fn fix_track_codes(
                     shown[i].track_code = code;
                     fixed.push(i);
                 } else {
-                    store.track_codes().site(site_id).jump();
+                    store.track_codes().site(site_id, SiteCodes::jump);
                     still.push(i);
                 }
             }
