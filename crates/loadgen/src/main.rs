@@ -531,20 +531,23 @@ fn run_backend(
     client_rt.block_on(async {
         eprintln!("[{name}] opening {} sessions for ping", plan.ping_sessions);
         let sessions = Arc::new(open_sessions(srv.addr, &key, plan.ping_sessions).await?);
+        // One closed-loop phase: `tickets` bounds it by requests instead of time.
+        let phase = |load: Load, warmup: Duration, tickets: Option<i64>| {
+            measure(
+                srv.addr,
+                load,
+                plan.concurrency,
+                warmup,
+                plan.duration,
+                tickets,
+            )
+        };
         eprintln!("[{name}] ping");
         let ping = Load::Ping {
             key: key.clone(),
             sessions: sessions.clone(),
         };
-        let (secs, t) = measure(
-            srv.addr,
-            ping,
-            plan.concurrency,
-            plan.warmup,
-            plan.duration,
-            None,
-        )
-        .await?;
+        let (secs, t) = phase(ping, plan.warmup, None).await?;
         out.push(outcome(name, "ping", secs, t));
 
         eprintln!("[{name}] visit, next page of a live session");
@@ -552,15 +555,7 @@ fn run_backend(
             key: key.clone(),
             sessions: sessions.clone(),
         };
-        let (secs, t) = measure(
-            srv.addr,
-            page,
-            plan.concurrency,
-            plan.warmup,
-            plan.duration,
-            None,
-        )
-        .await?;
+        let (secs, t) = phase(page, plan.warmup, None).await?;
         out.push(outcome(name, "visit (next page)", secs, t));
 
         // Fresh numbers are bounded: the pool's free numbers, each visit leases one. The
@@ -569,28 +564,12 @@ fn run_backend(
         if free > 0 {
             eprintln!("[{name}] visit, {free} fresh numbers");
             let visit = Load::Visit { key: key.clone() };
-            let (secs, t) = measure(
-                srv.addr,
-                visit,
-                plan.concurrency,
-                Duration::ZERO,
-                plan.duration,
-                Some(free),
-            )
-            .await?;
+            let (secs, t) = phase(visit, Duration::ZERO, Some(free)).await?;
             out.push(outcome(name, "visit (fresh number)", secs, t));
         }
         eprintln!("[{name}] visit, pool dry");
         let visit = Load::Visit { key: key.clone() };
-        let (secs, t) = measure(
-            srv.addr,
-            visit,
-            plan.concurrency,
-            plan.warmup,
-            plan.duration,
-            None,
-        )
-        .await?;
+        let (secs, t) = phase(visit, plan.warmup, None).await?;
         out.push(outcome(name, "visit (pool dry: fallback)", secs, t));
         anyhow::Ok(())
     })?;
