@@ -363,10 +363,11 @@ pub fn new_session(ctx: &SiteContext, req: &VisitRequest) -> (NewSession, Target
     } else {
         ctx.target_for(&a, &rules::query_pairs(&req.url))
     };
+    let visitor = clean_id(req.visitor_id.as_deref());
     let s = NewSession {
-        known_visitor: clean_id(req.visitor_id.as_deref()).is_some(),
+        known_visitor: visitor.is_some(),
         site_id: ctx.site.id.clone(),
-        visitor_id: clean_id(req.visitor_id.as_deref()).unwrap_or_else(crate::new_id),
+        visitor_id: visitor.unwrap_or_else(crate::new_id),
         channel: a.channel.as_str().to_owned(),
         source: a.source,
         medium: a.medium,
