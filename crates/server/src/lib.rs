@@ -63,36 +63,49 @@ impl Default for ServerConfig {
     }
 }
 
-/// Shared by every handler.
+/// Shared by every handler: one `Arc`, so the clones axum makes of it for every request
+/// (one per layer and handler that holds the state) cost one reference count, not one per
+/// field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub store: Store,
     pub config: Arc<ServerConfig>,
-    pub metrics: Arc<metrics::Metrics>,
-    pub sites: Arc<tracking::SiteCache>,
+    pub metrics: metrics::Metrics,
+    pub sites: tracking::SiteCache,
     /// Heartbeats answered from memory and written back once a second.
-    pub beats: Arc<heartbeat::Heartbeats>,
+    pub beats: heartbeat::Heartbeats,
     /// Page loads (new and live sessions), written in batches by one writer task.
-    pub visits: Arc<visits::VisitWriter>,
+    pub visits: visits::VisitWriter,
     /// Outbound HTTP (recordings, integrations).
     pub http: reqwest::Client,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 impl AppState {
     pub fn new(store: Store, config: ServerConfig) -> Self {
-        Self {
-            visits: Arc::new(visits::VisitWriter::new(store.clone(), tracking::now_ms)),
+        Self(Arc::new(Shared {
+            visits: visits::VisitWriter::new(store.clone(), tracking::now_ms),
             store,
             config: Arc::new(config),
-            metrics: Arc::default(),
-            sites: Arc::default(),
-            beats: Arc::default(),
+            metrics: metrics::Metrics::default(),
+            sites: tracking::SiteCache::default(),
+            beats: heartbeat::Heartbeats::default(),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
                 .user_agent(concat!("calltrail/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .unwrap_or_default(),
-        }
+        }))
     }
 }
 
