@@ -90,6 +90,10 @@ pub struct Requester<'a> {
     pub source: &'a str,
     /// Numbers this session or visitor held before, most recent first.
     pub held_before: &'a [String],
+    /// The session opens with this request, so it holds no lease yet and step 1 has
+    /// nothing to look for (with every number of a busy pool leased, that look compares
+    /// the session with every holder).
+    pub opens: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -139,7 +143,7 @@ pub fn allocate(
     now: Millis,
 ) -> Allocation {
     // 1. The session still holds a number: keep it.
-    if let Some((slot, lease)) = slots.iter().find_map(|s| {
+    if let Some((slot, lease)) = slots.iter().filter(|_| !req.opens).find_map(|s| {
         s.live_at(now)
             .filter(|l| l.session_id == req.session_id)
             .map(|l| (s, l))
@@ -478,6 +482,7 @@ mod tests {
             visitor_id: "v",
             source: "google",
             held_before: held,
+            opens: false,
         }
     }
 
@@ -531,6 +536,73 @@ mod tests {
             Allocation::Fresh {
                 number_id: "n2".into()
             }
+        );
+    }
+
+    #[test]
+    fn an_opening_session_is_placed_as_any_session_without_a_lease() {
+        // Pools of every shape: numbers never used, free, live, ended; sources mixed.
+        let sources = ["google", "yandex", "direct"];
+        for seed in 0..200_u64 {
+            let r = |k: u64| (seed.wrapping_mul(6_364_136_223_846_793_005) >> (k * 5)) % 7;
+            let slots: Vec<Slot> = (0..6)
+                .map(|i| {
+                    let id = format!("n{i}");
+                    let latest = (r(i) != 0).then(|| {
+                        let last = (r(i) as Millis) * 4 * MINUTE;
+                        let mut l = lease(
+                            &format!("l{i}"),
+                            &id,
+                            &format!("s{i}"),
+                            &format!("v{}", r(i + 1) % 3),
+                            sources[(r(i + 2) % 3) as usize],
+                            0,
+                            last,
+                            H,
+                        );
+                        if r(i + 3) == 0 {
+                            l.ended_at = Some(last);
+                        }
+                        l
+                    });
+                    Slot {
+                        number_id: id,
+                        latest,
+                    }
+                })
+                .collect();
+            let held = vec![format!("n{}", r(9) % 6)];
+            for policy in [ExhaustionPolicy::Fallback, ExhaustionPolicy::Reuse] {
+                for now in [10 * MINUTE, 30 * MINUTE] {
+                    let asks = Requester {
+                        visitor_id: "v1",
+                        source: sources[(seed % 3) as usize],
+                        ..req("new", &held)
+                    };
+                    let opens = Requester {
+                        opens: true,
+                        ..asks.clone()
+                    };
+                    assert_eq!(
+                        allocate(&slots, &opens, policy, now),
+                        allocate(&slots, &asks, policy, now),
+                        "seed {seed}, {policy:?}, now {now}"
+                    );
+                }
+            }
+        }
+        // The flag is the caller's word: a session said to open is not looked for.
+        let slots = vec![Slot {
+            number_id: "n1".into(),
+            latest: Some(lease("l1", "n1", "s1", "v1", "google", 0, 0, H)),
+        }];
+        let opens = Requester {
+            opens: true,
+            ..req("s1", &[])
+        };
+        assert_eq!(
+            allocate(&slots, &opens, ExhaustionPolicy::Fallback, MINUTE),
+            Allocation::Exhausted
         );
     }
 

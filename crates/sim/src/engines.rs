@@ -233,6 +233,8 @@ impl Calltrail {
             visitor_id: &vid,
             source: &source_name,
             held_before: &held_before,
+            // Every page load asks; a continuing session may hold its number.
+            opens: false,
         };
         let alloc = engine::allocate(&self.slots, &req, self.policy, now);
         let exhausted = alloc.is_exhaustion();

@@ -593,6 +593,7 @@ impl Store {
                 visitor_id: a.visitor_id,
                 source: a.source,
                 held_before: held_before.get(a.visitor_id).unwrap_or(&none),
+                opens: !a.continuing,
             };
             let alloc = engine::allocate(&slots, &req, pool.policy, now);
             let placed = match &alloc {
