@@ -16,14 +16,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use calltrail_core::engine::{self, Allocation, Lease, Millis, Requester, Slot};
 use calltrail_core::ExhaustionPolicy;
 use rand::Rng;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
 use crate::engine::{
     lease_row, Live, NewPage, NewSession, PoolTarget, Shown, Target, LEASE_COLS, SESSION_COLS,
     TRACK_CODE_LIFE,
 };
-use crate::script::Script;
+use crate::script::{Conn, Row, Script};
 use crate::{new_id, Backend, Result, Store, StoreError};
 
 /// The most sessions one multi-row statement carries: 35 parameters each, well under what
@@ -50,6 +48,39 @@ pub struct Continuing {
     pub page: Option<NewPage>,
     /// The site's pools (the session's is looked up among them).
     pub pools: Vec<PoolTarget>,
+}
+
+/// A session a continuing page load names, as read with its number and lease.
+struct Found {
+    live: Live,
+    site_id: String,
+    last_activity: Millis,
+    /// The kind of the session's number.
+    kind: Option<String>,
+    lease_ended: Option<Millis>,
+    lease_hold: Option<Millis>,
+}
+
+impl Found {
+    fn read(r: &Row<'_, '_>) -> Result<Self> {
+        Ok(Self {
+            live: Live {
+                id: r.get("id")?,
+                visitor_id: r.get("visitor_id")?,
+                source: r.get("source")?,
+                track_code: r.get("track_code")?,
+                pool_id: r.get("pool_id")?,
+                number_id: r.get("number_id")?,
+                number: r.get("number")?,
+                lease_id: r.get("lease_id")?,
+            },
+            site_id: r.get("site_id")?,
+            last_activity: r.get("last_activity")?,
+            kind: r.get("kind")?,
+            lease_ended: r.get("l_ended_at")?,
+            lease_hold: r.get("l_hold_until")?,
+        })
+    }
 }
 
 /// What a pool gave one asker.
@@ -186,34 +217,34 @@ impl Store {
         let mut out = Vec::with_capacity(items.len());
         if self.backend == Backend::Postgres {
             let mut tx = self.pool.begin().await?;
+            let mut conn = Conn::Any(&mut tx);
             let mut clashes = Vec::new();
             for chunk in items.chunks(MAX_BATCH) {
                 // Each chunk's writes go before the next chunk reads the pool.
                 let mut script = Script::new(self.backend);
-                out.extend(self.plan_chunk(&mut tx, &mut script, chunk, now).await?);
-                clashes.extend(clashing(&script.run(&mut tx).await?)?);
+                out.extend(self.plan_chunk(&mut conn, &mut script, chunk, now).await?);
+                clashes.extend(conn.query(script, |r| r.get("clash")).await?);
             }
             self.record_codes(items, &out, &clashes);
-            fix_track_codes(self, &mut tx, items, &mut out, &clashes, now).await?;
+            fix_track_codes(self, &mut conn, items, &mut out, &clashes, now).await?;
             tx.commit().await?;
             return Ok(out);
         }
         // SQLite: a later chunk allocates from the picture the earlier one left staged.
         let mut script = Script::new(self.backend);
         let slot = writer_slot(&mut guard)?;
-        let conn = self.writer(slot).await?;
+        let mut conn = Conn::Sqlite(self.writer(slot)?);
         script.push("BEGIN IMMEDIATE").end();
         for chunk in items.chunks(MAX_BATCH) {
-            out.extend(self.plan_chunk(conn, &mut script, chunk, now).await?);
+            out.extend(self.plan_chunk(&mut conn, &mut script, chunk, now).await?);
         }
         script.push("COMMIT").end();
-        let rows = run_in_transaction(script, slot).await?;
+        let clashes = run_in_transaction(script, slot)?;
         self.seen_commit();
         // Committed; a clash of track codes is mended at once, before anyone is answered.
-        let clashes = clashing(&rows)?;
         self.record_codes(items, &out, &clashes);
-        let conn = self.writer(slot).await?;
-        fix_track_codes(self, conn, items, &mut out, &clashes, now).await?;
+        let mut conn = Conn::Sqlite(self.writer(slot)?);
+        fix_track_codes(self, &mut conn, items, &mut out, &clashes, now).await?;
         Ok(out)
     }
 
@@ -244,17 +275,22 @@ impl Store {
         let mut script = Script::new(self.backend);
         if self.backend == Backend::Postgres {
             let mut tx = self.pool.begin().await?;
-            let out = self.plan_continues(&mut tx, &mut script, reqs, now).await?;
-            script.run(&mut tx).await?;
+            let mut conn = Conn::Any(&mut tx);
+            let out = self
+                .plan_continues(&mut conn, &mut script, reqs, now)
+                .await?;
+            conn.query(script, |_| Ok(())).await?;
             tx.commit().await?;
             return Ok(out);
         }
         let slot = writer_slot(&mut guard)?;
-        let conn = self.writer(slot).await?;
+        let mut conn = Conn::Sqlite(self.writer(slot)?);
         script.push("BEGIN IMMEDIATE").end();
-        let out = self.plan_continues(conn, &mut script, reqs, now).await?;
+        let out = self
+            .plan_continues(&mut conn, &mut script, reqs, now)
+            .await?;
         script.push("COMMIT").end();
-        run_in_transaction(script, slot).await?;
+        run_in_transaction(script, slot)?;
         self.seen_commit();
         Ok(out)
     }
@@ -262,7 +298,7 @@ impl Store {
     /// Read the sessions, decide what each shows, and add the writes to `script`.
     async fn plan_continues(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn<'_>,
         script: &mut Script,
         reqs: &[Continuing],
         now: Millis,
@@ -279,10 +315,11 @@ impl Store {
             read.val(r.session_id.clone());
         }
         read.push(")");
-        let mut found: HashMap<String, AnyRow> = HashMap::new();
-        for row in read.run(conn).await? {
-            found.insert(row.try_get("id")?, row);
-        }
+        let found: HashMap<String, Found> = conn
+            .query(read, |r| Ok((r.get("id")?, Found::read(r)?)))
+            .await?
+            .into_iter()
+            .collect();
         let mut pages = Vec::new();
         // Sessions moved on, with the page loads each adds (a session may come twice).
         let mut moved: Vec<(&str, i64)> = Vec::new();
@@ -297,9 +334,7 @@ impl Store {
                 out.push(None);
                 continue;
             };
-            let site: String = row.try_get("site_id")?;
-            let last: Millis = row.try_get("last_activity")?;
-            if site != r.site_id || now - last > engine::SESSION_TIMEOUT {
+            if row.site_id != r.site_id || now - row.last_activity > engine::SESSION_TIMEOUT {
                 out.push(None);
                 continue;
             }
@@ -390,26 +425,20 @@ impl Store {
     /// its static number; the writes go to `script`.
     async fn continue_one(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn<'_>,
         script: &mut Script,
         keeps: &mut Vec<(String, Millis)>,
         r: &Continuing,
-        row: &AnyRow,
+        found: &Found,
         now: Millis,
     ) -> Result<Shown> {
-        let live = Live {
-            id: row.try_get("id")?,
-            visitor_id: row.try_get("visitor_id")?,
-            source: row.try_get("source")?,
-            track_code: row.try_get("track_code")?,
-            pool_id: row.try_get("pool_id")?,
-            number_id: row.try_get("number_id")?,
-            number: row.try_get("number")?,
-            lease_id: row.try_get("lease_id")?,
-        };
-        let kind: Option<String> = row.try_get("kind")?;
-        let lease_ended: Option<Millis> = row.try_get("l_ended_at")?;
-        let lease_hold: Option<Millis> = row.try_get("l_hold_until")?;
+        let Found {
+            live,
+            kind,
+            lease_ended,
+            lease_hold,
+            ..
+        } = found;
         let mut shown = Shown {
             session_id: live.id.clone(),
             visitor_id: live.visitor_id.clone(),
@@ -423,10 +452,10 @@ impl Store {
             .pool_id
             .as_deref()
             .and_then(|pid| r.pools.iter().find(|p| p.pool_id == pid));
-        let lease_live = match (&live.lease_id, pool) {
-            (Some(lease_id), Some(pool)) if self.backend == Backend::Postgres => {
-                // Another node may have taken the number since the read: move the lease on
-                // only if it is still live, and see whether it was.
+        let lease_live = match (&live.lease_id, pool, conn.any()) {
+            (Some(lease_id), Some(pool), Some(conn)) => {
+                // PostgreSQL: another node may have taken the number since the read: move
+                // the lease on only if it is still live, and see whether it was.
                 sqlx::query(
                     "UPDATE leases SET last_activity = $1, hold_until = $2 \
                      WHERE id = $3 AND ended_at IS NULL AND hold_until >= $1 AND last_activity <= $1",
@@ -439,7 +468,9 @@ impl Store {
                 .rows_affected()
                     == 1
             }
-            (Some(_), Some(_)) => lease_ended.is_none() && lease_hold.is_some_and(|h| h >= now),
+            (Some(_), Some(_), None) => {
+                lease_ended.is_none() && lease_hold.is_some_and(|h| h >= now)
+            }
             _ => false,
         };
         match (pool, &live.lease_id, &live.number_id) {
@@ -457,12 +488,15 @@ impl Store {
                 });
             }
             (Some(pool), _, _) => {
-                self.place_again(conn, script, &r.site_id, &live, pool, now, &mut shown)
+                self.place_again(conn, script, &r.site_id, live, pool, now, &mut shown)
                     .await?;
             }
             // A static number, or a session that keeps the site's own number.
             (None, _, _) => {
-                shown.number = live.number.filter(|_| kind.as_deref() == Some("static"));
+                shown.number = live
+                    .number
+                    .clone()
+                    .filter(|_| kind.as_deref() == Some("static"));
             }
         }
         Ok(shown)
@@ -486,7 +520,7 @@ impl Store {
     /// Decide a chunk of new sessions and add what it writes to `script`.
     async fn plan_chunk(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn<'_>,
         script: &mut Script,
         items: &[(NewSession, Target)],
         now: Millis,
@@ -564,14 +598,14 @@ impl Store {
     /// before it left it.
     pub(crate) async fn allocate_many(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn<'_>,
         script: &mut Script,
         site_id: &str,
         pool: &PoolTarget,
         askers: &[Asker<'_>],
         now: Millis,
     ) -> Result<Vec<Placed>> {
-        if self.backend == Backend::Postgres {
+        if let Some(conn) = conn.any() {
             sqlx::query("SELECT id FROM pools WHERE id = $1 FOR UPDATE")
                 .bind(&pool.pool_id)
                 .execute(&mut *conn)
@@ -790,7 +824,7 @@ impl Writes {
 /// The numbers of this pool each (possibly returning) visitor held, most recent first, five
 /// at most.
 async fn held_before(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     backend: Backend,
     site_id: &str,
     pool_id: &str,
@@ -821,10 +855,11 @@ async fn held_before(
         q.val((*v).to_owned());
     }
     q.push(")) t WHERE rn <= 5 ORDER BY visitor_id, rn");
-    for r in q.run(conn).await? {
-        out.entry(r.try_get("visitor_id")?)
-            .or_default()
-            .push(r.try_get("number_id")?);
+    let rows = conn
+        .query(q, |r| Ok((r.get("visitor_id")?, r.get("number_id")?)))
+        .await?;
+    for (visitor, number) in rows {
+        out.entry(visitor).or_default().push(number);
     }
     Ok(out)
 }
@@ -841,7 +876,7 @@ async fn held_before(
 /// pool; `reuse` compares the live leases, so it still reads them all, and so does a
 /// `whole` read (a picture of the pool to keep, on SQLite).
 async fn candidates(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     backend: Backend,
     pool: &PoolTarget,
     askers: &[Asker<'_>],
@@ -920,58 +955,57 @@ async fn candidates(
         }
         q.push(")");
     }
-    let rows = q.run(conn).await?;
+    let rows = conn
+        .query(q, |r| {
+            let number_id: String = r.get("number_id")?;
+            let number: String = r.get("number")?;
+            Ok((number_id, number, lease_row(r)?))
+        })
+        .await?;
     let mut slots = Vec::with_capacity(rows.len());
     let mut numbers = HashMap::with_capacity(rows.len());
-    for r in &rows {
-        let number_id: String = r.try_get("number_id")?;
-        numbers.insert(number_id.clone(), r.try_get::<String, _>("number")?);
-        slots.push(Slot {
-            number_id,
-            latest: lease_row(r)?,
-        });
+    for (number_id, number, latest) in rows {
+        numbers.insert(number_id.clone(), number);
+        slots.push(Slot { number_id, latest });
     }
     Ok((slots, numbers))
 }
 
-/// Run a script that opens and commits its own transaction on the writer connection. When
-/// a statement fails, nothing after it ran, so the transaction may still be open: it is
-/// undone (an error from the `ROLLBACK` means none was open), and the connection let go
-/// (the next batch opens a new one), so a connection left in a bad state cannot fail every
+/// Run a script that opens and commits its own transaction on the page-load writer's own
+/// connection, on this thread (see `script`); the first column of the rows it returns.
+/// When a statement fails, nothing after it ran, so the transaction may still be open: it
+/// is undone (an error from the `ROLLBACK` means none was open), and the writer let go (the
+/// next batch opens a new one), so a connection left in a bad state cannot fail every
 /// batch after it.
-async fn run_in_transaction(
+///
+/// The caller is the writer task: a batch is at most a few hundred page loads, a few
+/// milliseconds of SQLite's work, and the runtime's other thread serves requests meanwhile.
+fn run_in_transaction(
     script: Script,
-    slot: &mut Option<AnyConnection>,
-) -> Result<Vec<AnyRow>> {
-    let Some(conn) = slot.as_mut() else {
+    slot: &mut Option<rusqlite::Connection>,
+) -> Result<Vec<String>> {
+    let Some(w) = slot.as_mut() else {
         return Err(no_writer());
     };
-    match script.run(conn).await {
+    match script.run_sqlite(w) {
         Ok(rows) => Ok(rows),
         Err(e) => {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            let _ = w.execute_batch("ROLLBACK");
             *slot = None;
             Err(e)
         }
     }
 }
 
-/// The writer connection's place behind the write guard (SQLite only).
+/// The writer's place behind the write guard (SQLite only).
 fn writer_slot<'a>(
-    guard: &'a mut Option<tokio::sync::MutexGuard<'_, Option<AnyConnection>>>,
-) -> Result<&'a mut Option<AnyConnection>> {
+    guard: &'a mut Option<tokio::sync::MutexGuard<'_, Option<rusqlite::Connection>>>,
+) -> Result<&'a mut Option<rusqlite::Connection>> {
     guard.as_deref_mut().ok_or_else(no_writer)
 }
 
 pub(crate) fn no_writer() -> StoreError {
     StoreError::Unavailable("no writer connection".into())
-}
-
-/// The sessions a script's clash check named.
-fn clashing(rows: &[AnyRow]) -> Result<Vec<String>> {
-    rows.iter()
-        .map(|r| r.try_get("clash").map_err(Into::into))
-        .collect()
 }
 
 /// Codes a site hands out before it may count as crowded.
@@ -1115,7 +1149,7 @@ impl Store {
 /// site hands out six digits. The codes given are written with one statement.
 async fn fix_track_codes(
     store: &Store,
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     items: &[(NewSession, Target)],
     shown: &mut [Shown],
     clashes: &[String],
@@ -1160,12 +1194,11 @@ async fn fix_track_codes(
                 q.val(code.clone());
             }
             q.push(")");
-            let taken: HashSet<String> = q
-                .run(conn)
+            let taken: HashSet<String> = conn
+                .query(q, |r| r.get("track_code"))
                 .await?
-                .iter()
-                .map(|r| r.try_get("track_code"))
-                .collect::<std::result::Result<_, _>>()?;
+                .into_iter()
+                .collect();
             for (i, draws) in wanted {
                 let free = draws
                     .into_iter()
@@ -1198,7 +1231,7 @@ async fn fix_track_codes(
         w.val(shown[i].session_id.clone());
     }
     w.push(")");
-    w.run(conn).await?;
+    conn.query(w, |_| Ok(())).await?;
     Ok(())
 }
 

@@ -7,10 +7,10 @@
 use calltrail_core::engine::{self, Allocation, Lease, Millis};
 use calltrail_core::ExhaustionPolicy;
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::Row as _;
 
 use crate::batch::{Asker, Continuing};
-use crate::script::Script;
+use crate::script::{Conn, Row, Script};
 use crate::{from_ms, PageView, Result, Session, Store, StoreError};
 
 /// How a session's number is chosen.
@@ -113,20 +113,20 @@ pub(crate) const LEASE_COLS: &str =
     l.visitor_id AS l_visitor_id, l.source AS l_source, l.leased_at AS l_leased_at, \
     l.last_activity AS l_last_activity, l.hold_until AS l_hold_until, l.ended_at AS l_ended_at";
 
-pub(crate) fn lease_row(r: &AnyRow) -> Result<Option<Lease>> {
-    let Some(id) = r.try_get::<Option<String>, _>("l_id")? else {
+pub(crate) fn lease_row(r: &Row<'_, '_>) -> Result<Option<Lease>> {
+    let Some(id) = r.get::<Option<String>>("l_id")? else {
         return Ok(None);
     };
     Ok(Some(Lease {
         id,
-        number_id: r.try_get("l_number_id")?,
-        session_id: r.try_get("l_session_id")?,
-        visitor_id: r.try_get("l_visitor_id")?,
-        source: r.try_get("l_source")?,
-        leased_at: r.try_get("l_leased_at")?,
-        last_activity: r.try_get("l_last_activity")?,
-        hold_until: r.try_get("l_hold_until")?,
-        ended_at: r.try_get("l_ended_at")?,
+        number_id: r.get("l_number_id")?,
+        session_id: r.get("l_session_id")?,
+        visitor_id: r.get("l_visitor_id")?,
+        source: r.get("l_source")?,
+        leased_at: r.get("l_leased_at")?,
+        last_activity: r.get("l_last_activity")?,
+        hold_until: r.get("l_hold_until")?,
+        ended_at: r.get("l_ended_at")?,
     }))
 }
 
@@ -214,7 +214,7 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn place_again(
         &self,
-        conn: &mut sqlx::AnyConnection,
+        conn: &mut Conn<'_>,
         script: &mut Script,
         site_id: &str,
         s: &Live,
@@ -350,7 +350,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .filter_map(|r| lease_row(r).transpose())
+            .filter_map(|r| lease_row(&Row::Any(r)).transpose())
             .collect()
     }
 
@@ -365,7 +365,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .filter_map(|r| lease_row(r).transpose())
+            .filter_map(|r| lease_row(&Row::Any(r)).transpose())
             .collect()
     }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use calltrail_core::Invalid;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyConnection, AnyPool, Executor};
+use sqlx::{AnyPool, Executor};
 use tokio::sync::{Mutex, MutexGuard};
 
 pub use records::*;
@@ -119,7 +119,9 @@ pub struct Store {
     /// SQLite allows one writer; serialising writers in-process avoids `SQLITE_BUSY` on
     /// lock upgrades. PostgreSQL needs no such lock: it uses row locks. Behind the lock
     /// sits the connection that writes page loads (see [`Store::writer`]).
-    write_lock: Option<Arc<Mutex<Option<AnyConnection>>>>,
+    write_lock: Option<Arc<Mutex<Option<rusqlite::Connection>>>>,
+    /// SQLite: the database file, for the page-load writer's own connection.
+    sqlite_file: Option<String>,
     /// SQLite only: each pool's numbers and latest leases as the last committed transaction
     /// left them, so allocation need not read the pool (see `batch`).
     pools_seen: Arc<std::sync::Mutex<batch::PoolsSeen>>,
@@ -169,6 +171,7 @@ impl Store {
             Backend::Sqlite => sqlite_url(url)?,
             Backend::Postgres => url.to_owned(),
         };
+        let sqlite_file = (backend == Backend::Sqlite).then(|| sqlite_file(&url).to_owned());
         let options = AnyConnectOptions::from_str(&url)
             .map_err(|e| StoreError::Config(format!("{}: {e}", mask_url(&url))))?;
         let pool = AnyPoolOptions::new()
@@ -180,18 +183,7 @@ impl Store {
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // A 16 MiB page cache and reads through mmap: visits write to
-                        // the same few pages of each table and index over and over.
-                        conn.execute(
-                            format!(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; \
-                                 PRAGMA cache_size = -16384; PRAGMA mmap_size = 268435456; \
-                                 PRAGMA temp_store = MEMORY;"
-                            )
-                            .as_str(),
-                        )
-                        .await?;
+                        conn.execute(SQLITE_PRAGMAS.as_str()).await?;
                     }
                     Ok(())
                 })
@@ -205,6 +197,7 @@ impl Store {
             pool,
             backend,
             write_lock: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(None))),
+            sqlite_file,
             pools_seen: Arc::default(),
             track_codes: Arc::default(),
             checkpointing: Arc::default(),
@@ -223,9 +216,8 @@ impl Store {
 
     pub async fn close(&self) {
         if let Some(mut slot) = self.write_guard().await {
-            if let Some(conn) = slot.take() {
-                let _ = sqlx::Connection::close(conn).await;
-            }
+            // The page-load writer's connection closes as it is dropped.
+            slot.take();
         }
         self.pool.close().await;
     }
@@ -261,32 +253,51 @@ impl Store {
     }
 
     /// Serialise writers where the backend needs it (SQLite).
-    async fn write_guard(&self) -> Option<MutexGuard<'_, Option<AnyConnection>>> {
+    async fn write_guard(&self) -> Option<MutexGuard<'_, Option<rusqlite::Connection>>> {
         match &self.write_lock {
             Some(m) => Some(m.lock().await),
             None => None,
         }
     }
 
-    /// SQLite: the connection that writes page loads, opened on first use and then kept out
-    /// of the pool. Always the same connection, so its page cache stays warm: SQLite drops a
-    /// connection's cache whenever another connection wrote since its last transaction,
-    /// which with writes going round the pool's connections was every batch. It never
-    /// checkpoints the WAL itself (`wal_autocheckpoint = 0`): the checkpointer does that on
-    /// another connection, so the copy and its fsync stay off the writer's thread.
-    async fn writer<'a>(
+    /// SQLite: the connection that writes page loads (and makes the reads a batch needs
+    /// first), opened on first use. It is not one of sqlx's: a batch's statements run on
+    /// the writer task's own thread (see `script`). Always the same connection writes, so
+    /// its page cache stays warm: SQLite drops a connection's cache whenever another
+    /// connection wrote since its last transaction, which with writes going round the
+    /// pool's connections was every batch. It never checkpoints the WAL itself
+    /// (`wal_autocheckpoint = 0`): the checkpointer does that on another connection, so the
+    /// copy and its fsync stay off the writer's path.
+    fn writer<'a>(
         &self,
-        slot: &'a mut Option<AnyConnection>,
-    ) -> Result<&'a mut AnyConnection> {
+        slot: &'a mut Option<rusqlite::Connection>,
+    ) -> Result<&'a mut rusqlite::Connection> {
         if slot.is_none() {
-            let mut conn = self.pool.acquire().await?.detach();
-            conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+            let file = self.sqlite_file.as_deref().ok_or_else(batch::no_writer)?;
+            let conn = rusqlite::Connection::open(file)?;
+            conn.execute_batch(&format!(
+                "{} PRAGMA wal_autocheckpoint = 0;",
+                *SQLITE_PRAGMAS
+            ))?;
+            // A batch's statements differ with its size; the sizes seen under load repeat.
+            conn.set_prepared_statement_cache_capacity(64);
             self.start_checkpointer();
             *slot = Some(conn);
         }
         slot.as_mut().ok_or_else(batch::no_writer)
     }
 }
+
+/// Every SQLite connection's settings. A 16 MiB page cache and reads through mmap: visits
+/// write to the same few pages of each table and index over and over.
+static SQLITE_PRAGMAS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; \
+         PRAGMA cache_size = -16384; PRAGMA mmap_size = 268435456; \
+         PRAGMA temp_store = MEMORY;"
+    )
+});
 
 /// How often the checkpointer copies the WAL into the database (SQLite).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
@@ -351,6 +362,12 @@ fn sqlite_url(url: &str) -> Result<String> {
         format!("{query}&mode=rwc")
     };
     Ok(format!("sqlite://{file}?{query}"))
+}
+
+/// The file of an SQLite URL made by [`sqlite_url`].
+fn sqlite_file(url: &str) -> &str {
+    let path = url.trim_start_matches("sqlite://");
+    path.split_once('?').map_or(path, |(file, _)| file)
 }
 
 /// Milliseconds since the epoch, as stored.

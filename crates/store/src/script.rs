@@ -1,23 +1,76 @@
-//! Statements sent together. Each statement is a round trip to the database (on SQLite, to
-//! sqlx's worker thread, which on a busy machine waits to be scheduled), so a transaction's
-//! writes are gathered and sent at once: on SQLite as one multi-statement query whose
-//! anonymous `?` parameters bind in order across its statements, on PostgreSQL (whose
-//! extended protocol takes one statement with parameters at a time) one statement each.
+//! Statements sent together. Each statement sent through sqlx is a round trip to the
+//! database (on SQLite, to sqlx's worker thread, which on a busy machine waits to be
+//! scheduled), so a transaction's writes are gathered and sent at once.
+//!
+//! Through sqlx a script goes on SQLite as one multi-statement query whose anonymous `?`
+//! parameters bind in order across its statements, and on PostgreSQL (whose extended
+//! protocol takes one statement with parameters at a time) one statement each.
+//!
+//! On SQLite the page-load writer runs its scripts on a connection of its own instead
+//! ([`Script::run_sqlite`]), on the calling thread: a batch's transaction is then no hand-off
+//! at all. Through sqlx it cost two (the script to sqlx's worker thread, the results back to
+//! the async runtime), each a wait for a thread to be woken and scheduled, together longer
+//! than SQLite's own work on a batch; and every argument was copied twice on the way.
 
 use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::{Any, AnyConnection, Arguments, Encode, Type};
+use sqlx::{Any, AnyConnection, Arguments, Row as _};
 
 use crate::{Backend, Result, StoreError};
 
+/// A statement parameter. NULLs keep their type: PostgreSQL wants to know it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Self::Int(Some(v))
+    }
+}
+
+impl From<Option<i64>> for Value {
+    fn from(v: Option<i64>) -> Self {
+        Self::Int(v)
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Self::Text(Some(v))
+    }
+}
+
+impl From<Option<String>> for Value {
+    fn from(v: Option<String>) -> Self {
+        Self::Text(v)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Self::Text(Some(v.to_owned()))
+    }
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Self::Int(Some(v)) => ValueRef::Integer(*v),
+            Self::Text(Some(v)) => ValueRef::Text(v.as_bytes()),
+            Self::Int(None) | Self::Text(None) => ValueRef::Null,
+        }))
+    }
+}
+
 pub(crate) struct Script {
     backend: Backend,
-    /// Finished statements (PostgreSQL: one each; SQLite: all in the current one).
-    done: Vec<(String, AnyArguments<'static>)>,
+    /// Finished statements with their parameters, in order.
+    done: Vec<(String, Vec<Value>)>,
     sql: String,
-    args: AnyArguments<'static>,
-    /// Parameters of the current statement (PostgreSQL numbers them `$1`, `$2`, ...).
-    n: usize,
-    error: Option<String>,
+    args: Vec<Value>,
 }
 
 impl Script {
@@ -26,9 +79,7 @@ impl Script {
             backend,
             done: Vec::new(),
             sql: String::new(),
-            args: AnyArguments::default(),
-            n: 0,
-            error: None,
+            args: Vec::new(),
         }
     }
 
@@ -53,23 +104,17 @@ impl Script {
     }
 
     /// Append a parameter bound to `v`, after a comma unless it opens a list.
-    pub fn val<T>(&mut self, v: T) -> &mut Self
-    where
-        T: 'static + Encode<'static, Any> + Type<Any>,
-    {
+    pub fn val(&mut self, v: impl Into<Value>) -> &mut Self {
         if !(self.sql.is_empty() || self.sql.ends_with(['(', ' ', '\n'])) {
             self.sql.push_str(", ");
         }
-        self.n += 1;
+        self.args.push(v.into());
         match self.backend {
             Backend::Sqlite => self.sql.push('?'),
             Backend::Postgres => {
                 self.sql.push('$');
-                self.sql.push_str(&self.n.to_string());
+                self.sql.push_str(&self.args.len().to_string());
             }
-        }
-        if let Err(e) = self.args.add(v) {
-            self.error.get_or_insert(e.to_string());
         }
         self
     }
@@ -79,31 +124,165 @@ impl Script {
         if self.sql.trim().is_empty() {
             return;
         }
-        match self.backend {
-            Backend::Sqlite => self.sql.push_str(";\n"),
-            Backend::Postgres => {
-                let sql = std::mem::take(&mut self.sql);
-                let args = std::mem::take(&mut self.args);
-                self.done.push((sql, args));
-                self.n = 0;
-            }
-        }
+        let sql = std::mem::take(&mut self.sql);
+        let args = std::mem::take(&mut self.args);
+        self.done.push((sql, args));
     }
 
-    /// Run every statement in the transaction; the rows any of them return, in order.
+    /// Run every statement through sqlx in the transaction; the rows any of them return,
+    /// in order.
     pub async fn run(mut self, conn: &mut AnyConnection) -> Result<Vec<AnyRow>> {
-        if let Some(e) = self.error {
-            return Err(StoreError::Db(format!("cannot bind a parameter: {e}")));
-        }
         self.end();
+        let statements = match self.backend {
+            Backend::Postgres => self.done,
+            // One query for them all: one round trip.
+            Backend::Sqlite => {
+                let mut sql = String::new();
+                let mut args = Vec::new();
+                for (s, a) in self.done {
+                    sql.push_str(&s);
+                    sql.push_str(";\n");
+                    args.extend(a);
+                }
+                vec![(sql, args)]
+            }
+        };
         let mut rows = Vec::new();
-        if self.backend == Backend::Sqlite && !self.sql.is_empty() {
-            self.done.push((self.sql, self.args));
-        }
-        for (sql, args) in self.done {
+        for (sql, args) in statements {
+            if sql.is_empty() {
+                continue;
+            }
+            let args = any_arguments(args)?;
             rows.extend(sqlx::query_with(&sql, args).fetch_all(&mut *conn).await?);
         }
         Ok(rows)
+    }
+
+    /// Run every statement on an SQLite connection of our own, on this thread (see the
+    /// module's text); `f` of every row any of them return. Each statement is prepared
+    /// once and kept (a batch's statements differ only with its size).
+    pub fn query_sqlite<T>(
+        mut self,
+        conn: &rusqlite::Connection,
+        mut f: impl FnMut(&Row<'_, '_>) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        self.end();
+        let mut out = Vec::new();
+        for (sql, args) in &self.done {
+            let mut stmt = conn.prepare_cached(sql)?;
+            for (i, v) in args.iter().enumerate() {
+                stmt.raw_bind_parameter(i + 1, v)?;
+            }
+            let mut rows = stmt.raw_query();
+            while let Some(row) = rows.next()? {
+                out.push(f(&Row::Sqlite(row))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Script::query_sqlite`], keeping the first column of each row, as text.
+    pub fn run_sqlite(self, conn: &rusqlite::Connection) -> Result<Vec<String>> {
+        self.query_sqlite(conn, |r| r.at(0))
+    }
+}
+
+/// Where the statements of a batch go: a PostgreSQL transaction through sqlx, or the SQLite
+/// page-load writer's own connection (see the module's text).
+pub(crate) enum Conn<'a> {
+    Any(&'a mut AnyConnection),
+    /// Held as `&mut` across the batch's awaits: a shared reference to it is not `Send`.
+    Sqlite(&'a mut rusqlite::Connection),
+}
+
+impl Conn<'_> {
+    /// Run `script`; `f` of every row it returns.
+    pub async fn query<T>(
+        &mut self,
+        script: Script,
+        mut f: impl FnMut(&Row<'_, '_>) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        match self {
+            Self::Any(c) => script
+                .run(c)
+                .await?
+                .iter()
+                .map(|r| f(&Row::Any(r)))
+                .collect(),
+            Self::Sqlite(c) => script.query_sqlite(c, f),
+        }
+    }
+
+    /// The sqlx connection, for what only PostgreSQL runs.
+    pub fn any(&mut self) -> Option<&mut AnyConnection> {
+        match self {
+            Self::Any(c) => Some(c),
+            Self::Sqlite(_) => None,
+        }
+    }
+}
+
+/// A row of either connection, its columns read by name.
+pub(crate) enum Row<'a, 'r> {
+    Any(&'a AnyRow),
+    Sqlite(&'a rusqlite::Row<'r>),
+}
+
+/// What a column can be read as on both connections.
+pub(crate) trait Column:
+    for<'r> sqlx::Decode<'r, Any> + sqlx::Type<Any> + rusqlite::types::FromSql
+{
+}
+
+impl<T> Column for T where
+    T: for<'r> sqlx::Decode<'r, Any> + sqlx::Type<Any> + rusqlite::types::FromSql
+{
+}
+
+impl Row<'_, '_> {
+    pub fn get<T: Column>(&self, name: &str) -> Result<T> {
+        match self {
+            Self::Any(r) => Ok(r.try_get(name)?),
+            Self::Sqlite(r) => Ok(r.get(name)?),
+        }
+    }
+
+    pub fn at<T: Column>(&self, i: usize) -> Result<T> {
+        match self {
+            Self::Any(r) => Ok(r.try_get(i)?),
+            Self::Sqlite(r) => Ok(r.get(i)?),
+        }
+    }
+}
+
+fn any_arguments(values: Vec<Value>) -> Result<AnyArguments<'static>> {
+    let mut args = AnyArguments::default();
+    for v in values {
+        let added = match v {
+            Value::Int(v) => args.add(v),
+            Value::Text(v) => args.add(v),
+        };
+        added.map_err(|e| StoreError::Db(format!("cannot bind a parameter: {e}")))?;
+    }
+    Ok(args)
+}
+
+/// An error of the page-load writer's own SQLite connection: a locked or unreadable
+/// database is "unavailable" (the tracking endpoints answer 503), as through sqlx.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match e.sqlite_error_code() {
+            Some(
+                ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::CannotOpen
+                | ErrorCode::ReadOnly
+                | ErrorCode::DiskFull,
+            ) => Self::Unavailable(e.to_string()),
+            _ => Self::Db(e.to_string()),
+        }
     }
 }
 
@@ -134,7 +313,7 @@ mod tests {
             .val("x".to_owned())
             .push("), (")
             .val(3_i64)
-            .val("w".to_owned())
+            .val(None::<String>)
             .push(")");
         s.end();
         s.push("UPDATE t SET a = ")
@@ -142,10 +321,52 @@ mod tests {
             .push(" WHERE b <= ")
             .val(5_i64);
         s.end();
-        assert_eq!(
-            s.sql,
-            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?);\nUPDATE t SET a = ? WHERE b <= ?;\n"
-        );
-        assert_eq!(s.args.len(), 6);
+        assert_eq!(s.done[0].0, "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)");
+        assert_eq!(s.done[1].0, "UPDATE t SET a = ? WHERE b <= ?");
+        assert_eq!(s.done[0].1[3], Value::Text(None));
+        assert_eq!(s.done[1].1, vec![Value::Int(Some(2)), Value::Int(Some(5))]);
+    }
+
+    #[test]
+    fn an_sqlite_script_runs_whole_or_not_at_all() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)")
+            .unwrap();
+        let mut s = Script::new(Backend::Sqlite);
+        s.push("BEGIN IMMEDIATE").end();
+        s.write("INSERT")
+            .push("INTO t (a, b) VALUES (")
+            .val(1_i64)
+            .val("x")
+            .push("), (")
+            .val(2_i64)
+            .val(None::<String>)
+            .push(")")
+            .end();
+        s.push("SELECT b FROM t WHERE b IS NOT NULL").end();
+        s.push("COMMIT").end();
+        assert_eq!(s.run_sqlite(&conn).unwrap(), vec!["x".to_owned()]);
+        // A statement that fails stops the script, and its transaction undoes the rest.
+        let mut s = Script::new(Backend::Sqlite);
+        s.push("BEGIN IMMEDIATE").end();
+        s.write("INSERT")
+            .push("INTO t (a, b) VALUES (")
+            .val(3_i64)
+            .val("y")
+            .push(")")
+            .end();
+        s.write("INSERT")
+            .push("INTO t (a, b) VALUES (")
+            .val(1_i64)
+            .val("again")
+            .push(")")
+            .end();
+        s.push("COMMIT").end();
+        let e = s.run_sqlite(&conn).unwrap_err();
+        assert!(matches!(e, StoreError::Db(_)), "{e}");
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2, "the failed script left a row behind");
     }
 }
