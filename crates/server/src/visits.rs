@@ -11,6 +11,13 @@
 //! heavy load batches grow and each one's share of the work shrinks. Every page load is
 //! still answered only after its transaction committed.
 //!
+//! On SQLite the writer task has a thread of its own (with a single-threaded runtime): it
+//! does SQLite's work itself (see `calltrail_store`'s `script`), which on one of the
+//! server's runtime threads held up the requests queued behind it there, and it waited its
+//! turn behind them each time a page load woke it. The operating system shares the cores
+//! between it and the server's threads; measured, the visit rates rose by a fifth
+//! (docs/BENCHMARKS.md).
+//!
 //! On PostgreSQL, continuing sessions skip the queue: each is its own transaction (its kept
 //! lease is moved on by an update that checks the lease is still live, which another node
 //! may change at any moment), run by the request itself, so one node's page loads don't
@@ -50,9 +57,8 @@ impl Job {
     }
 }
 
-/// The queue of page loads in front of their writer task (started on first use, so it
-/// runs on the server's runtime, and again if it ever stopped; it ends when the last
-/// handle is dropped).
+/// The queue of page loads in front of their writer task (started on first use, and again
+/// if it ever stopped; it ends when the last handle is dropped).
 pub struct VisitWriter {
     store: Store,
     tx: Mutex<Option<mpsc::Sender<Job>>>,
@@ -83,7 +89,7 @@ impl VisitWriter {
             Some(q) if !q.is_closed() => q.clone(),
             _ => {
                 let (q, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(run(self.store.clone(), rx, self.clock));
+                start(self.store.clone(), rx, self.clock);
                 *tx = Some(q.clone());
                 q
             }
@@ -116,6 +122,30 @@ impl VisitWriter {
         let job = Job::Continue { req, reply };
         self.queue().send(job).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// Start the writer task: on SQLite on a thread of its own, on PostgreSQL (whose work is
+/// waiting on the network) on the server's runtime. If the thread cannot be had, the queue
+/// closes with it and the next page load tries again.
+fn start(store: Store, rx: mpsc::Receiver<Job>, clock: fn() -> Millis) {
+    if store.backend() == Backend::Postgres {
+        tokio::spawn(run(store, rx, clock));
+        return;
+    }
+    let thread = std::thread::Builder::new()
+        .name("calltrail-visits".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(run(store, rx, clock)),
+                Err(e) => tracing::error!(error = %e, "cannot start the visit writer's runtime"),
+            }
+        });
+    if let Err(e) = thread {
+        tracing::error!(error = %e, "cannot start the visit writer's thread");
     }
 }
 

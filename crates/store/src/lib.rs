@@ -193,7 +193,7 @@ impl Store {
             .map_err(|e| {
                 StoreError::Unavailable(format!("cannot connect to {}: {e}", mask_url(&url)))
             })?;
-        Ok(Self {
+        let store = Self {
             pool,
             backend,
             write_lock: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(None))),
@@ -201,7 +201,12 @@ impl Store {
             pools_seen: Arc::default(),
             track_codes: Arc::default(),
             checkpointing: Arc::default(),
-        })
+        };
+        if backend == Backend::Sqlite {
+            // On the caller's runtime: the page-load writer may run on a thread of its own.
+            store.start_checkpointer();
+        }
+        Ok(store)
     }
 
     pub fn backend(&self) -> Backend {
@@ -281,7 +286,6 @@ impl Store {
             ))?;
             // A batch's statements differ with its size; the sizes seen under load repeat.
             conn.set_prepared_statement_cache_capacity(64);
-            self.start_checkpointer();
             *slot = Some(conn);
         }
         slot.as_mut().ok_or_else(batch::no_writer)
