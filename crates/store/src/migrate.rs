@@ -20,8 +20,8 @@ macro_rules! migrations {
     };
 }
 
-const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes");
-const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes");
+const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes");
+const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes");
 
 impl Store {
     /// Apply every migration not applied yet; returns the names applied now.
@@ -80,5 +80,86 @@ impl Store {
             conn.execute("SELECT pg_advisory_unlock(7412001)").await?;
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SQLITE;
+
+    /// A database written before migration 0007 keeps every page view and exhaustion, and
+    /// loses only the index entries nobody read.
+    #[test]
+    fn migration_7_keeps_what_sqlite_held() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        for m in SQLITE.iter().filter(|m| m.version < 7) {
+            db.execute_batch(m.sql).unwrap();
+        }
+        db.execute_batch(
+            "INSERT INTO page_views (id, session_id, at, kind, url, title) VALUES \
+             ('p1', 's1', 10, 'pageview', 'https://a.example/', 'A'), \
+             ('p2', 's1', 20, 'call_click', 'https://a.example/b', NULL); \
+             INSERT INTO exhaustions (id, site_id, pool_id, session_id, at, outcome, number_id) \
+             VALUES ('e1', 'site', 'pool', 's1', 30, 'fallback', 'n9');",
+        )
+        .unwrap();
+        let seven = SQLITE.iter().find(|m| m.version == 7).unwrap();
+        db.execute_batch(seven.sql).unwrap();
+        let pages: Vec<(String, i64, Option<String>)> = db
+            .prepare("SELECT id, at, title FROM page_views WHERE session_id = 's1' ORDER BY at")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            pages,
+            vec![
+                ("p1".to_owned(), 10, Some("A".to_owned())),
+                ("p2".to_owned(), 20, None)
+            ]
+        );
+        let exhausted: (String, String, Option<String>) = db
+            .query_row(
+                "SELECT id, outcome, number_id FROM exhaustions WHERE site_id = 'site' AND at >= 0",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            exhausted,
+            (
+                "e1".to_owned(),
+                "fallback".to_owned(),
+                Some("n9".to_owned())
+            )
+        );
+        let indexes: Vec<String> = db
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' \
+                 AND tbl_name IN ('page_views', 'exhaustions', 'sessions') ORDER BY name",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            indexes,
+            [
+                "exhaustions_site",
+                "page_views_session",
+                "sessions_code",
+                "sqlite_autoindex_sessions_1"
+            ]
+        );
+        let code_columns: Vec<String> = db
+            .prepare("SELECT name FROM pragma_index_info('sessions_code') ORDER BY seqno")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(code_columns, ["site_id", "track_code"]);
     }
 }
