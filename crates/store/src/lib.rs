@@ -284,8 +284,9 @@ impl Store {
                 "{} PRAGMA wal_autocheckpoint = 0;",
                 *SQLITE_PRAGMAS
             ))?;
-            // A batch's statements differ with its size; the sizes seen under load repeat.
-            conn.set_prepared_statement_cache_capacity(64);
+            // A batch's statements differ with its size (three of them for new sessions,
+            // a few more for continuing ones); room for every size a busy site sees.
+            conn.set_prepared_statement_cache_capacity(STATEMENTS_KEPT);
             *slot = Some(conn);
         }
         slot.as_mut().ok_or_else(batch::no_writer)
@@ -303,6 +304,8 @@ static SQLITE_PRAGMAS: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
     )
 });
 
+/// Statements the page-load writer keeps prepared.
+const STATEMENTS_KEPT: usize = 256;
 /// How often the checkpointer copies the WAL into the database (SQLite).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// WAL pages past which the checkpointer holds writers off to let the WAL start over.
