@@ -5,11 +5,12 @@
 //! database (on SQLite, to sqlx's worker thread). Now a batch of new sessions decides its
 //! allocations in memory, one after another exactly as one-by-one visits at the same instant
 //! would decide them, and writes sessions, page views, leases, number states and
-//! exhaustions with one multi-row statement each. On SQLite the transaction goes as one
-//! script (`BEGIN IMMEDIATE` .. `COMMIT`) after the reads allocation needs (usually none:
-//! see [`PoolsSeen`]); track codes are drawn, checked in that script and mended on a clash.
-//! Continuing sessions are read in one query and written in one script too. A batch of
-//! one is what a single visit runs.
+//! exhaustions with one multi-row statement each. On SQLite the transaction is one
+//! script (`BEGIN IMMEDIATE` .. `COMMIT`) run on the page-load writer's own connection
+//! (`script::Conn::Sqlite`, on the writer's thread), after the reads allocation needs
+//! (usually none: see [`PoolsSeen`]); track codes are drawn, checked in that script and
+//! mended on a clash. Continuing sessions are read in one query and written in one script
+//! too. A batch of one is what a single visit runs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

@@ -4,7 +4,9 @@
 //! one WAL file under the data dir) or PostgreSQL (several stateless calltrail nodes share
 //! it). The SQL is written once in the dialect both understand; what differs (migrations,
 //! pragmas, locking for atomic allocation) is chosen by [`Backend`]. Each backend keeps its
-//! own `migrations/` folder.
+//! own `migrations/` folder. On SQLite, page loads (the hot path: `batch`) are written and
+//! read through one connection of their own, opened with rusqlite on the same SQLite
+//! library, so a batch runs on the writer's thread without a hand-off (see `script`).
 
 mod batch;
 pub use batch::Continuing;
@@ -121,7 +123,7 @@ pub struct Store {
     /// sits the connection that writes page loads (see [`Store::writer`]).
     write_lock: Option<Arc<Mutex<Option<rusqlite::Connection>>>>,
     /// SQLite: the database file, for the page-load writer's own connection.
-    sqlite_file: Option<String>,
+    sqlite_file: Option<std::path::PathBuf>,
     /// SQLite only: each pool's numbers and latest leases as the last committed transaction
     /// left them, so allocation need not read the pool (see `batch`).
     pools_seen: Arc<std::sync::Mutex<batch::PoolsSeen>>,
@@ -167,11 +169,14 @@ impl Store {
     pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
-        let url = match backend {
-            Backend::Sqlite => sqlite_url(url)?,
-            Backend::Postgres => url.to_owned(),
+        // SQLite: the file sqlx's connections open, for the page-load writer's own.
+        let (url, sqlite_file) = match backend {
+            Backend::Sqlite => {
+                let (url, file) = sqlite_url(url)?;
+                (url, Some(file))
+            }
+            Backend::Postgres => (url.to_owned(), None),
         };
-        let sqlite_file = (backend == Backend::Sqlite).then(|| sqlite_file(&url).to_owned());
         let options = AnyConnectOptions::from_str(&url)
             .map_err(|e| StoreError::Config(format!("{}: {e}", mask_url(&url))))?;
         let pool = AnyPoolOptions::new()
@@ -343,8 +348,9 @@ async fn checkpoint(pool: &AnyPool) -> Result<()> {
     Ok(())
 }
 
-/// Make an SQLite URL create its file, and create the folder it lives in.
-fn sqlite_url(url: &str) -> Result<String> {
+/// Make an SQLite URL create its file, and create the folder it lives in. Also the file,
+/// read as sqlx reads the URL (`%xx` in the path decoded).
+fn sqlite_url(url: &str) -> Result<(String, std::path::PathBuf)> {
     let path = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
@@ -354,13 +360,6 @@ fn sqlite_url(url: &str) -> Result<String> {
             "SQLite needs a file path (sqlite://./data/calltrail.db)".into(),
         ));
     }
-    if let Some(parent) = std::path::Path::new(file).parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                StoreError::Config(format!("cannot create {}: {e}", parent.display()))
-            })?;
-        }
-    }
     let query = if query.contains("mode=") {
         query.to_owned()
     } else if query.is_empty() {
@@ -368,13 +367,19 @@ fn sqlite_url(url: &str) -> Result<String> {
     } else {
         format!("{query}&mode=rwc")
     };
-    Ok(format!("sqlite://{file}?{query}"))
-}
-
-/// The file of an SQLite URL made by [`sqlite_url`].
-fn sqlite_file(url: &str) -> &str {
-    let path = url.trim_start_matches("sqlite://");
-    path.split_once('?').map_or(path, |(file, _)| file)
+    let url = format!("sqlite://{file}?{query}");
+    let file = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+        .map_err(|e| StoreError::Config(format!("{}: {e}", mask_url(&url))))?
+        .get_filename()
+        .to_path_buf();
+    if let Some(parent) = file.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Config(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+    }
+    Ok((url, file))
 }
 
 /// Milliseconds since the epoch, as stored.
@@ -410,11 +415,44 @@ mod tests {
         assert_eq!(mask_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
     }
 
+    /// The page-load writer opens the file sqlx's connections open, `%xx` in the URL
+    /// decoded as sqlx decodes it: what it writes, the rest of calltrail reads.
+    #[tokio::test]
+    async fn the_writer_and_the_pool_share_one_file() {
+        let d = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/my%20data/calltrail.db", d.path().display());
+        let store = Store::open(&url).await.unwrap();
+        let session = engine::NewSession {
+            site_id: "site".into(),
+            visitor_id: "v".into(),
+            channel: "direct".into(),
+            source: "(direct)".into(),
+            medium: "(none)".into(),
+            landing_url: "https://a.example/".into(),
+            landing_path: "/".into(),
+            ..Default::default()
+        };
+        let shown = store
+            .open_sessions(&[(session, engine::Target::None)], 1_000)
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE id = $1")
+            .bind(&shown[0].session_id)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        assert!(d.path().join("my data/calltrail.db").is_file());
+        assert!(!d.path().join("my%20data").exists());
+        store.close().await;
+    }
+
     #[test]
     fn sqlite_urls() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("a/b/c.db");
-        let u = sqlite_url(&format!("sqlite://{}", p.display())).unwrap();
+        let (u, file) = sqlite_url(&format!("sqlite://{}", p.display())).unwrap();
+        assert_eq!(file, p);
         assert!(u.ends_with("c.db?mode=rwc"), "{u}");
         assert!(p.parent().unwrap().is_dir());
         assert!(sqlite_url("sqlite::memory:").is_err());
