@@ -63,23 +63,29 @@ struct Found {
 }
 
 impl Found {
+    /// What a continuing batch reads of each session, in the order [`Found::read`] takes.
+    const COLS: &str = "s.id, s.visitor_id, s.source, s.track_code, s.pool_id, s.number_id, \
+        n.number, s.lease_id, s.site_id, s.last_activity, n.kind, l.ended_at, l.hold_until";
+
+    /// A row of [`Found::COLS`], read by position: every page load of a live session comes
+    /// here, and a column found by name is a search of the row's names.
     fn read(r: &Row<'_, '_>) -> Result<Self> {
         Ok(Self {
             live: Live {
-                id: r.get("id")?,
-                visitor_id: r.get("visitor_id")?,
-                source: r.get("source")?,
-                track_code: r.get("track_code")?,
-                pool_id: r.get("pool_id")?,
-                number_id: r.get("number_id")?,
-                number: r.get("number")?,
-                lease_id: r.get("lease_id")?,
+                id: r.at(0)?,
+                visitor_id: r.at(1)?,
+                source: r.at(2)?,
+                track_code: r.at(3)?,
+                pool_id: r.at(4)?,
+                number_id: r.at(5)?,
+                number: r.at(6)?,
+                lease_id: r.at(7)?,
             },
-            site_id: r.get("site_id")?,
-            last_activity: r.get("last_activity")?,
-            kind: r.get("kind")?,
-            lease_ended: r.get("l_ended_at")?,
-            lease_hold: r.get("l_hold_until")?,
+            site_id: r.at(8)?,
+            last_activity: r.at(9)?,
+            kind: r.at(10)?,
+            lease_ended: r.at(11)?,
+            lease_hold: r.at(12)?,
         })
     }
 }
@@ -305,21 +311,21 @@ impl Store {
         now: Millis,
     ) -> Result<Vec<Option<Shown>>> {
         let mut read = Script::new(self.backend);
-        read.push(
-            "SELECT s.id, s.site_id, s.visitor_id, s.source, s.track_code, s.pool_id, s.number_id, \
-             s.lease_id, s.last_activity, n.number, n.kind, l.ended_at AS l_ended_at, \
-             l.hold_until AS l_hold_until FROM sessions s \
+        read.push(&format!(
+            "SELECT {} FROM sessions s \
              LEFT JOIN tracking_numbers n ON n.id = s.number_id \
              LEFT JOIN leases l ON l.id = s.lease_id WHERE s.id IN (",
-        );
+            Found::COLS
+        ));
         for r in reqs {
             read.val(r.session_id.clone());
         }
         read.push(")");
         let found: HashMap<String, Found> = conn
-            .query(read, |r| Ok((r.get("id")?, Found::read(r)?)))
+            .query(read, Found::read)
             .await?
             .into_iter()
+            .map(|f| (f.live.id.clone(), f))
             .collect();
         let mut pages = Vec::new();
         // Sessions moved on, with the page loads each adds (a session may come twice).
