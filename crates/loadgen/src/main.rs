@@ -41,23 +41,22 @@ const FALLBACK: &str = "+74959999999";
 const SECTION: &str = "## Tracking endpoint throughput";
 /// Why the endpoints trail the bare handler, from profiling (perf) on the 2-core machine.
 const WHY: &str = "Where the time goes (perf, SQLite, visit rows): page loads are written in \
-batches. One writer task takes the page loads that arrived while it wrote the last batch and \
-writes them in one transaction, sent to SQLite as one script through one connection kept for \
-it, so its page cache stays warm (crates/server/src/visits.rs, crates/store/src/batch.rs); WAL \
-checkpoints run on another connection. The batch's allocations are decided in memory from a \
-picture of the pool that the last commit left. Per new visitor the process (load generator \
-included) spends about 3.5 times the CPU of a bare request (CPU column). The writer's SQLite \
-thread is busy about half the time; of that, writing WAL frames takes about a third (about 1.5 \
-pages per new visitor: the right edges of the b-trees a batch appends to), binding strings \
-(SQLite copies each) and b-tree inserts about a tenth each. Planning a batch on the server's \
-runtime (allocation, the statements and their arguments) and SQLite's run of it happen one \
-after the other, and with the hand-offs between sqlx's worker thread and the runtime they bound \
-the rate; the HTTP side (parsing, classification, JSON, sockets) takes the rest of the CPU. \
-Heartbeats are answered from memory by the node that served the session and written back once \
-a second (crates/server/src/heartbeat.rs); the ping row measures that path. On PostgreSQL each \
-batch of new sessions holds its pool's row lock (`SELECT ... FOR UPDATE`) until it commits, \
-every statement is a network round trip, and a continuing page load is a transaction of its \
-own.\n";
+batches by one writer task on a thread of its own (crates/server/src/visits.rs). It takes the \
+page loads that arrived while it wrote the last batch and writes them in one transaction through \
+an SQLite connection of its own (rusqlite, on the SQLite library sqlx uses) on that same thread, \
+so a batch is no hand-off to another thread and back (crates/store/src/batch.rs, script.rs). \
+The batch's allocations are decided in memory from a picture of the pool that the last commit \
+left; WAL checkpoints run on another connection. Of the writer thread's time, the commit's WAL \
+frames (two pwrite calls per page, about a page per new visitor: the right edges of the b-trees a \
+batch appends to) take about a quarter, binding the arguments (SQLite copies each string) about \
+a tenth, planning the batch about a sixth, b-tree inserts and updates most of the rest. A \
+next-page batch rewrites the wide session rows it moves on, spread over many pages, and appends \
+page views. The HTTP side (parsing, classification, JSON, and the sockets: writev and recv on \
+loopback are about a third of the server threads' time) takes the rest of the CPU. Heartbeats \
+are answered from memory by the node that served the session and written back once a second \
+(crates/server/src/heartbeat.rs); the ping row measures that path. On PostgreSQL each batch of \
+new sessions holds its pool's row lock (`SELECT ... FOR UPDATE`) until it commits, every \
+statement is a network round trip, and a continuing page load is a transaction of its own.\n";
 /// Hard bounds, whatever the flags say.
 const MAX_DURATION_S: f64 = 300.0;
 const MAX_CONCURRENCY: usize = 1024;
@@ -119,6 +118,9 @@ struct Outcome {
     /// CPU time of the whole process (load generator and server) per measured request,
     /// microseconds; `None` for a phase too short to tell.
     cpu_us: Option<f64>,
+    /// Share of the machine's CPU time the hypervisor gave to others in the measured
+    /// window (`steal` in /proc/stat), percent.
+    steal_pct: Option<f64>,
 }
 
 impl Outcome {
@@ -132,6 +134,11 @@ impl Outcome {
 
     fn cpu(&self) -> String {
         self.cpu_us
+            .map_or_else(|| "–".to_owned(), |c| format!("{c:.0}"))
+    }
+
+    fn steal(&self) -> String {
+        self.steal_pct
             .map_or_else(|| "–".to_owned(), |c| format!("{c:.0}"))
     }
 
@@ -217,6 +224,8 @@ struct Tally {
     first_error: Option<String>,
     /// CPU seconds the process used in the measured window.
     cpu_s: Option<f64>,
+    /// Stolen share of the machine's CPU in the measured window, percent.
+    steal_pct: Option<f64>,
 }
 
 /// CPU seconds this process has used (user + system), from `/proc/self/stat`.
@@ -228,6 +237,21 @@ fn process_cpu() -> Option<f64> {
     let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     // USER_HZ is 100 on Linux whatever the kernel's own tick.
     Some(ticks as f64 / 100.0)
+}
+
+/// The machine's CPU time so far, `(stolen, all)`, in ticks, from `/proc/stat`.
+fn machine_cpu() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    Some((*f.get(7)?, f.iter().sum()))
 }
 
 async fn connect(
@@ -339,9 +363,16 @@ async fn measure(
             return None;
         }
         tokio::time::sleep_until(window.0.into()).await;
-        let a = process_cpu()?;
+        let a = (process_cpu()?, machine_cpu());
         tokio::time::sleep_until(window.1.into()).await;
-        Some(process_cpu()? - a)
+        let b = (process_cpu()?, machine_cpu());
+        let steal = match (a.1, b.1) {
+            (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => {
+                Some((s1 - s0) as f64 * 100.0 / (t1 - t0) as f64)
+            }
+            _ => None,
+        };
+        Some((b.0 - a.0, steal))
     });
     let mut all = Tally::default();
     for t in tasks {
@@ -360,7 +391,9 @@ async fn measure(
         all.last = all.last.max(t.last);
     }
     all.lat_us.sort_unstable();
-    all.cpu_s = cpu.await?;
+    let used = cpu.await?;
+    all.cpu_s = used.map(|u| u.0);
+    all.steal_pct = used.and_then(|u| u.1);
     // Time-bounded phases divide by the window; a phase that ran out of tickets, by the
     // time from its first measured request to its last answer.
     let secs = match (tickets, all.first, all.last) {
@@ -384,6 +417,7 @@ fn outcome(backend: &'static str, endpoint: &str, secs: f64, t: Tally) -> Outcom
         ok: t.ok,
         errors: t.errors,
         cpu_us: t.cpu_s.filter(|_| t.ok > 0).map(|c| c * 1e6 / t.ok as f64),
+        steal_pct: t.steal_pct,
         lat_us: t.lat_us,
         fallback: t.fallback,
     }
@@ -592,8 +626,8 @@ fn cpu_model() -> String {
 
 fn table(results: &[Outcome], bare_rps: f64) -> String {
     let mut s = String::from(
-        "| backend | endpoint | requests | req/s | p50 ms | p99 ms | errors | vs bare | CPU µs/req |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| backend | endpoint | requests | req/s | p50 ms | p99 ms | errors | vs bare | CPU µs/req | steal % |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in results {
         let ratio = if bare_rps > 0.0 {
@@ -607,7 +641,7 @@ fn table(results: &[Outcome], bare_rps: f64) -> String {
         }
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.0}% | {} |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.0}% | {} | {} |",
             r.backend,
             endpoint,
             r.ok,
@@ -616,7 +650,8 @@ fn table(results: &[Outcome], bare_rps: f64) -> String {
             r.pct_ms(0.99),
             r.errors,
             ratio,
-            r.cpu()
+            r.cpu(),
+            r.steal()
         );
     }
     s
@@ -716,24 +751,30 @@ fn main() -> anyhow::Result<()> {
             .build()?
     };
 
-    // 1. The bare handler.
-    eprintln!("[bare] measuring");
-    let bare_rt = server_runtime(server_threads)?;
-    let srv = bare_rt.block_on(start_bare())?;
-    let (secs, t) = client_rt.block_on(measure(
-        srv.addr,
-        Load::Bare,
-        plan.concurrency,
-        plan.warmup,
-        plan.duration,
-        None,
-    ))?;
-    let _ = srv.stop.send(());
-    bare_rt.block_on(srv.done)??;
-    drop(bare_rt);
-    let bare = outcome("-", "bare axum handler", secs, t);
-    let bare_rps = bare.rps();
-    let mut results = vec![bare];
+    // 1. The bare handler, measured again at the end (below): the yardstick is the mean of
+    // the two, as this machine's speed drifts during a run.
+    let bare_phase = |when: &str| -> anyhow::Result<Outcome> {
+        eprintln!("[bare] measuring ({when})");
+        let bare_rt = server_runtime(server_threads)?;
+        let srv = bare_rt.block_on(start_bare())?;
+        let (secs, t) = client_rt.block_on(measure(
+            srv.addr,
+            Load::Bare,
+            plan.concurrency,
+            plan.warmup,
+            plan.duration,
+            None,
+        ))?;
+        let _ = srv.stop.send(());
+        bare_rt.block_on(srv.done)??;
+        Ok(outcome(
+            "-",
+            &format!("bare axum handler ({when})"),
+            secs,
+            t,
+        ))
+    };
+    let mut results = vec![bare_phase("first")?];
     let mut notes = Vec::new();
 
     // 2. Each backend on a fresh database, with the real server.
@@ -762,6 +803,13 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
+    results.push(bare_phase("last")?);
+    let bares: Vec<f64> = results
+        .iter()
+        .filter(|r| r.backend == "-")
+        .map(Outcome::rps)
+        .collect();
+    let bare_rps = bares.iter().sum::<f64>() / bares.len() as f64;
     let tbl = table(&results, bare_rps);
     let targets = target_lines(&results, bare_rps);
     println!("{tbl}\n{targets}");
@@ -815,7 +863,10 @@ fn main() -> anyhow::Result<()> {
              - Load average when the run began: {load_avg} (other jobs share this machine; \
              rerun for comparisons).\n\
              - The bare handler is a POST route on the same axum server stack without calltrail's \
-             layers: it reads the body and returns a small JSON.\n",
+             layers: it reads the body and returns a small JSON. It is measured first and again \
+             last; \"vs bare\" divides by the mean of the two ({bare_rps:.0} req/s), since this \
+             machine's speed drifts during a run. \"steal %\": the share of the machine's CPU \
+             time the hypervisor gave to other guests in the measured window.\n",
             jiff::Zoned::now().strftime("%Y-%m-%d %H:%M %Z"),
             cpu_model(),
             plan.concurrency,
