@@ -1,13 +1,8 @@
-//! Statements sent together. Each statement sent through sqlx is a round trip to the
-//! database (on SQLite, to sqlx's worker thread, which on a busy machine waits to be
-//! scheduled), so a transaction's writes are gathered and sent at once.
+//! Statements gathered for a batch and run together ([`Conn::query`]).
 //!
-//! Through sqlx a script goes on SQLite as one multi-statement query whose anonymous `?`
-//! parameters bind in order across its statements, and on PostgreSQL (whose extended
-//! protocol takes one statement with parameters at a time) one statement each.
-//!
-//! On SQLite the page-load writer runs its scripts on a connection of its own instead
-//! ([`Script::run_sqlite`]), on the calling thread: a batch's transaction is then no hand-off
+//! On PostgreSQL they go through sqlx in the caller's transaction, one statement each. On
+//! SQLite the page-load writer runs them on a connection of its own
+//! ([`Script::query_sqlite`]), on the calling thread, so a batch's transaction is no hand-off
 //! at all. Through sqlx it cost two (the script to sqlx's worker thread, the results back to
 //! the async runtime), each a wait for a thread to be woken and scheduled, together longer
 //! than SQLite's own work on a batch; and every argument was copied twice on the way.
@@ -129,29 +124,13 @@ impl Script {
         self.done.push((sql, args));
     }
 
-    /// Run every statement through sqlx in the transaction; the rows any of them return,
-    /// in order.
-    pub async fn run(mut self, conn: &mut AnyConnection) -> Result<Vec<AnyRow>> {
+    /// Run every statement through sqlx, one by one (PostgreSQL's extended protocol takes
+    /// one statement with parameters at a time), in the caller's transaction; the rows any
+    /// of them return, in order.
+    async fn run(mut self, conn: &mut AnyConnection) -> Result<Vec<AnyRow>> {
         self.end();
-        let statements = match self.backend {
-            Backend::Postgres => self.done,
-            // One query for them all: one round trip.
-            Backend::Sqlite => {
-                let mut sql = String::new();
-                let mut args = Vec::new();
-                for (s, a) in self.done {
-                    sql.push_str(&s);
-                    sql.push_str(";\n");
-                    args.extend(a);
-                }
-                vec![(sql, args)]
-            }
-        };
         let mut rows = Vec::new();
-        for (sql, args) in statements {
-            if sql.is_empty() {
-                continue;
-            }
+        for (sql, args) in self.done {
             let args = any_arguments(args)?;
             rows.extend(sqlx::query_with(&sql, args).fetch_all(&mut *conn).await?);
         }
