@@ -592,7 +592,11 @@ fn normalize_host(host: &str) -> String {
 }
 
 /// At most `max` characters of `s`.
-fn truncate(s: &str, max: usize) -> &str {
+pub fn truncate(s: &str, max: usize) -> &str {
+    // No more bytes than `max`: no more characters either.
+    if s.len() <= max {
+        return s;
+    }
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
         None => s,

@@ -402,6 +402,7 @@ pub fn new_session(ctx: &SiteContext, req: &VisitRequest) -> (NewSession, Target
     (s, target)
 }
 
+/// At most `max` characters of `s`, trimmed.
 fn truncate(s: &str, max: usize) -> String {
-    s.trim().chars().take(max).collect()
+    traffic::truncate(s.trim(), max).to_owned()
 }

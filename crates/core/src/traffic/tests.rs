@@ -816,3 +816,15 @@ fn attribution_serializes_with_channel_names() {
     assert_eq!(json["yclid"], serde_json::Value::Null);
     assert_eq!(json["landing_path"], "/");
 }
+
+#[test]
+fn truncation_counts_characters_not_bytes() {
+    assert_eq!(truncate("abcd", 3), "abc");
+    assert_eq!(truncate("abc", 3), "abc");
+    assert_eq!(truncate("", 3), "");
+    // Cyrillic letters are two bytes each: ten characters, nineteen bytes.
+    assert_eq!(truncate("Привет мир", 6), "Привет");
+    assert_eq!(truncate("Привет мир", 10), "Привет мир");
+    assert_eq!(truncate("ёж", 1), "ё");
+    assert_eq!(truncate("ёж", 3), "ёж");
+}
