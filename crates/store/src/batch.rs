@@ -985,8 +985,8 @@ async fn candidates(
 /// next batch opens a new one), so a connection left in a bad state cannot fail every
 /// batch after it.
 ///
-/// The caller is the writer task: a batch is at most a few hundred page loads, a few
-/// milliseconds of SQLite's work, and the runtime's other thread serves requests meanwhile.
+/// The caller is the visit writer, on its own thread (crates/server/src/visits.rs): a batch
+/// is at most a few hundred page loads, a few milliseconds of SQLite's work.
 fn run_in_transaction(
     script: Script,
     slot: &mut Option<rusqlite::Connection>,

@@ -129,8 +129,9 @@ pub struct Store {
     pools_seen: Arc<std::sync::Mutex<batch::PoolsSeen>>,
     /// Each site's turn of track codes (see `batch::TrackCodes`).
     track_codes: Arc<std::sync::Mutex<batch::TrackCodes>>,
-    /// SQLite: whether the checkpointer runs; it stops when this is dropped.
-    checkpointing: Arc<std::sync::atomic::AtomicBool>,
+    /// Held by every clone of the store; the checkpointer (SQLite) stops once the last one
+    /// is dropped.
+    alive: Arc<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -205,7 +206,7 @@ impl Store {
             sqlite_file,
             pools_seen: Arc::default(),
             track_codes: Arc::default(),
-            checkpointing: Arc::default(),
+            alive: Arc::default(),
         };
         if backend == Backend::Sqlite {
             // On the caller's runtime: the page-load writer may run on a thread of its own.
@@ -232,21 +233,15 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// SQLite: start the task that checkpoints the WAL for the writer (once per store; it
-    /// ends with the store). Every [`CHECKPOINT_EVERY`] it copies what it can without
+    /// SQLite: start the task that checkpoints the WAL for the writer (when the store is
+    /// made; it ends with the store). Every [`CHECKPOINT_EVERY`] it copies what it can without
     /// waiting for anyone (`PASSIVE`). Under steady writes that never catches up, and the
     /// WAL only starts over when a writer finds it fully copied, so once the WAL passes
     /// [`WAL_RESTART_PAGES`] it copies the rest with writers held off (`RESTART`): a short
     /// wait, as the passive pass did most of the copying.
     fn start_checkpointer(&self) {
-        if self
-            .checkpointing
-            .swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
-            return;
-        }
         let pool = self.pool.clone();
-        let alive = Arc::downgrade(&self.checkpointing);
+        let alive = Arc::downgrade(&self.alive);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
