@@ -286,7 +286,7 @@ impl Store {
             let out = self
                 .plan_continues(&mut conn, &mut script, reqs, now)
                 .await?;
-            conn.query(script, |_| Ok(())).await?;
+            conn.execute(script).await?;
             tx.commit().await?;
             return Ok(out);
         }
@@ -1238,7 +1238,7 @@ async fn fix_track_codes(
         w.val(shown[i].session_id.clone());
     }
     w.push(")");
-    conn.query(w, |_| Ok(())).await?;
+    conn.execute(w).await?;
     Ok(())
 }
 

@@ -192,6 +192,11 @@ impl Conn<'_> {
         }
     }
 
+    /// Run `script`, which returns no rows.
+    pub async fn execute(&mut self, script: Script) -> Result<()> {
+        self.query(script, |_| Ok(())).await.map(drop)
+    }
+
     /// The sqlx connection, for what only PostgreSQL runs.
     pub fn any(&mut self) -> Option<&mut AnyConnection> {
         match self {
