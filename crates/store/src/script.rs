@@ -311,6 +311,28 @@ mod tests {
         assert_eq!(s.done[1].1, vec![Value::Int(Some(2)), Value::Int(Some(5))]);
     }
 
+    /// A database another connection holds locked is "unavailable" (the tracking endpoints
+    /// answer 503 and the page keeps its number); a broken statement is a database error.
+    #[test]
+    fn a_locked_database_is_unavailable() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("t.db");
+        let holder = rusqlite::Connection::open(&file).unwrap();
+        holder
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (a INTEGER); BEGIN IMMEDIATE")
+            .unwrap();
+        let other = rusqlite::Connection::open(&file).unwrap();
+        other.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let mut s = Script::new(Backend::Sqlite);
+        s.push("BEGIN IMMEDIATE").end();
+        let e = s.run_sqlite(&other).unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+        let mut s = Script::new(Backend::Sqlite);
+        s.push("SELECT nope FROM t").end();
+        let e = s.run_sqlite(&other).unwrap_err();
+        assert!(matches!(e, StoreError::Db(_)), "{e}");
+    }
+
     #[test]
     fn an_sqlite_script_runs_whole_or_not_at_all() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
