@@ -4,6 +4,12 @@
 //! one write transaction per ping. Entries are trusted for [`FRESH`] at most, then the next
 //! ping goes through the store again (so a number taken by the `reuse` policy, or a session
 //! served by another node, is seen within that time); any API write drops them all.
+//!
+//! Page loads and events of such a session are answered from here too, but their page view
+//! is written (and committed) before the answer goes out (`Store::add_pages`, through the
+//! visit writer); only the move of the session's activity and its lease's hold waits for
+//! the write-back, as a heartbeat's does. A page load no longer rewrites the session row
+//! and the lease row, and reads neither.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,12 +24,20 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 struct Beat {
     site_id: String,
-    /// The answer to send (the numbers to show), serialised once.
-    answer: axum::body::Bytes,
+    answers: Answers,
     hold_ms: i64,
     fresh_until: Instant,
     /// The latest heartbeat not written back yet.
     pending: Option<i64>,
+}
+
+/// What a remembered session is answered, serialised once.
+#[derive(Clone)]
+pub struct Answers {
+    /// To a heartbeat or an event: the numbers to show.
+    pub ping: axum::body::Bytes,
+    /// To a page load: the numbers, the visitor, the session and its track code.
+    pub visit: axum::body::Bytes,
 }
 
 #[derive(Default)]
@@ -38,7 +52,7 @@ impl Heartbeats {
         session_id: &str,
         site_id: &str,
         hold_ms: Option<i64>,
-        answer: axum::body::Bytes,
+        answers: Answers,
     ) {
         let Ok(mut m) = self.map.lock() else { return };
         match hold_ms {
@@ -51,7 +65,7 @@ impl Heartbeats {
                     session_id.to_owned(),
                     Beat {
                         site_id: site_id.to_owned(),
-                        answer,
+                        answers,
                         hold_ms,
                         fresh_until: Instant::now() + FRESH,
                         pending,
@@ -65,15 +79,24 @@ impl Heartbeats {
         }
     }
 
-    /// Answer a heartbeat from memory, if the session is known and fresh.
-    pub fn beat(&self, session_id: &str, site_id: &str, now_ms: i64) -> Option<axum::body::Bytes> {
+    /// A heartbeat, page load or event of a session this node knows and trusts still: its
+    /// activity moves on at the next write-back, and here is what to answer. `None`: ask
+    /// the store.
+    pub fn beat(&self, session_id: &str, site_id: &str, now_ms: i64) -> Option<Answers> {
         let mut m = self.map.lock().ok()?;
         let b = m.get_mut(session_id)?;
         if b.site_id != site_id || b.fresh_until < Instant::now() {
             return None;
         }
         b.pending = Some(b.pending.map_or(now_ms, |p| p.max(now_ms)));
-        Some(b.answer.clone())
+        Some(b.answers.clone())
+    }
+
+    /// Forget a session (the store no longer has it).
+    pub fn forget(&self, session_id: &str) {
+        if let Ok(mut m) = self.map.lock() {
+            m.remove(session_id);
+        }
     }
 
     /// Forget everything (after a setup change through the API).

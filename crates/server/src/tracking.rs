@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::extract::parse_json;
+use crate::heartbeat::Answers;
 use crate::AppState;
 
 /// The number-swap script, built into the binary.
@@ -395,8 +396,18 @@ async fn visit(
         city: st.config.geoip.as_ref().and_then(|g| g.lookup_str(&ip)),
         ip: Some(ip),
     };
+    let continuing = continuing_visit(&ctx, &req);
+    if let Some(c) = &continuing {
+        if let Some(answers) = remembered_page(&st, c).await? {
+            st.metrics.count("calltrail_visits_total{outcome=\"keep\"}");
+            return Ok(Tracked {
+                origin,
+                res: json_bytes(answers.visit),
+            });
+        }
+    }
     let shown = with_deadline(async {
-        if let Some(c) = continuing_visit(&ctx, &req) {
+        if let Some(c) = continuing {
             if let Some(shown) = st.visits.continue_session(c).await? {
                 return Ok(shown);
             }
@@ -406,23 +417,49 @@ async fn visit(
     })
     .await?;
     st.metrics.count_visit(&shown);
-    let numbers = numbers_out(&ctx, &shown);
-    let ping = PingOut {
-        numbers,
-        ping_s: st.config.ping_s,
-    };
-    remember(&st, &ctx, &shown, &ping);
-    let out = VisitOut {
-        numbers: ping.numbers,
-        visitor_id: shown.visitor_id,
-        session_id: shown.session_id,
-        track_code: shown.track_code,
-        ping_s: st.config.ping_s,
-    };
+    let answers = remember(&st, &ctx, &shown);
     Ok(Tracked {
         origin,
-        res: Json(out).into_response(),
+        res: json_bytes(answers.visit),
     })
+}
+
+/// A page load or event of a session this node answered for lately (see `heartbeat`): its
+/// page view is written, and what the session shows comes from memory. `None`: the session
+/// is not remembered, or no longer exists; ask the store.
+async fn remembered_page(st: &AppState, c: &Continuing) -> Result<Option<Answers>, ApiError> {
+    let Some(page) = &c.page else {
+        return Ok(None);
+    };
+    let answers = match st.beats.beat(&c.session_id, &c.site_id, now_ms()) {
+        Some(answers) => {
+            let session = c.session_id.clone();
+            let added = with_deadline(st.visits.add_page(session, page.clone())).await?;
+            if !added {
+                st.beats.forget(&c.session_id);
+            }
+            added.then_some(answers)
+        }
+        None => None,
+    };
+    st.metrics.count(if answers.is_some() {
+        "calltrail_pages_total{path=\"memory\"}"
+    } else {
+        "calltrail_pages_total{path=\"store\"}"
+    });
+    Ok(answers)
+}
+
+/// An answer serialised before.
+fn json_bytes(body: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn continue_call(
@@ -460,18 +497,11 @@ async fn continue_call(
         })
     } else {
         // A session this node answered for lately: from memory, written back within a second.
-        if let Some(answer) = st.beats.beat(&session_id, &ctx.site.id, now) {
+        if let Some(answers) = st.beats.beat(&session_id, &ctx.site.id, now) {
             st.metrics.count("calltrail_pings_total{path=\"memory\"}");
             return Ok(Tracked {
                 origin,
-                res: (
-                    [(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    )],
-                    answer,
-                )
-                    .into_response(),
+                res: json_bytes(answers.ping),
             });
         }
         st.metrics.count("calltrail_pings_total{path=\"store\"}");
@@ -483,16 +513,15 @@ async fn continue_call(
         page,
         pools: ctx.pools.clone(),
     };
+    if let Some(answers) = remembered_page(st, &c).await? {
+        return Ok(Tracked {
+            origin,
+            res: json_bytes(answers.ping),
+        });
+    }
     let shown = with_deadline(st.visits.continue_session(c)).await?;
     let res = match shown {
-        Some(shown) => {
-            let out = PingOut {
-                numbers: numbers_out(&ctx, &shown),
-                ping_s: st.config.ping_s,
-            };
-            remember(st, &ctx, &shown, &out);
-            Json(out).into_response()
-        }
+        Some(shown) => json_bytes(remember(st, &ctx, &shown).ping),
         // The session ran out: the script starts a new visit.
         None => (
             StatusCode::GONE,
@@ -503,15 +532,32 @@ async fn continue_call(
     Ok(Tracked { origin, res })
 }
 
-/// Remember what a session shows, so its next heartbeats can be answered from memory.
-fn remember(st: &AppState, ctx: &SiteContext, shown: &Shown, answer: &PingOut) {
-    let value = axum::body::Bytes::from(serde_json::to_vec(answer).unwrap_or_default());
+/// What the store says a session shows, as the answers to its next calls, remembered so
+/// that they can be answered from memory (see `heartbeat`).
+fn remember(st: &AppState, ctx: &SiteContext, shown: &Shown) -> Answers {
+    let ping = PingOut {
+        numbers: numbers_out(ctx, shown),
+        ping_s: st.config.ping_s,
+    };
+    let ping_json = serde_json::to_vec(&ping).unwrap_or_default();
+    let visit = VisitOut {
+        numbers: ping.numbers,
+        visitor_id: shown.visitor_id.clone(),
+        session_id: shown.session_id.clone(),
+        track_code: shown.track_code.clone(),
+        ping_s: st.config.ping_s,
+    };
+    let answers = Answers {
+        ping: Bytes::from(ping_json),
+        visit: Bytes::from(serde_json::to_vec(&visit).unwrap_or_default()),
+    };
     st.beats.remember(
         &shown.session_id,
         &ctx.site.id,
         shown.hold_ms.filter(|_| shown.number.is_some()),
-        value,
+        answers.clone(),
     );
+    answers
 }
 
 async fn ping(

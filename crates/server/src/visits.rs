@@ -9,7 +9,9 @@
 //! `Store::open_sessions` for new ones: a handful of statements whatever the batch's size),
 //! then answers each. Under light load a batch is one page load and nothing waits; under
 //! heavy load batches grow and each one's share of the work shrinks. Every page load is
-//! still answered only after its transaction committed.
+//! still answered only after its transaction committed. A page load or event of a session
+//! this node remembers (`heartbeat`) is only its page view (`Store::add_pages`): one
+//! multi-row insert per batch, no read.
 //!
 //! On SQLite the writer task has a thread of its own (with a single-threaded runtime): it
 //! does SQLite's work itself (see `calltrail_store`'s `script`), which on one of the
@@ -26,7 +28,7 @@
 use std::sync::Mutex;
 
 use calltrail_core::engine::Millis;
-use calltrail_store::engine::{NewSession, Shown, Target};
+use calltrail_store::engine::{NewPage, NewSession, Shown, Target};
 use calltrail_store::{Backend, Continuing, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
@@ -46,6 +48,10 @@ enum Job {
         req: Continuing,
         reply: oneshot::Sender<Result<Option<Shown>, StoreError>>,
     },
+    Page {
+        page: (String, NewPage),
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
 }
 
 impl Job {
@@ -53,6 +59,7 @@ impl Job {
         match self {
             Self::Open { reply, .. } => reply.is_closed(),
             Self::Continue { reply, .. } => reply.is_closed(),
+            Self::Page { reply, .. } => reply.is_closed(),
         }
     }
 }
@@ -108,6 +115,23 @@ impl VisitWriter {
         answer.await.map_err(|_| stopped())?
     }
 
+    /// Add a page view to a session whose answer the caller knows (with the next batch);
+    /// `false` when the session no longer exists. PostgreSQL writes it at once.
+    pub async fn add_page(&self, session_id: String, page: NewPage) -> Result<bool, StoreError> {
+        let page = (session_id, page);
+        if self.store.backend() == Backend::Postgres {
+            let added = self
+                .store
+                .add_pages(std::slice::from_ref(&page), (self.clock)())
+                .await?;
+            return Ok(added.first().copied().unwrap_or(false));
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Page { page, reply };
+        self.queue().send(job).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
     /// Continue a session (with the next batch); `None` when it is not live.
     pub async fn continue_session(&self, req: Continuing) -> Result<Option<Shown>, StoreError> {
         if self.store.backend() == Backend::Postgres {
@@ -156,10 +180,12 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, clock: fn() -> Millis) {
         // Callers that gave up (their deadline passed) need nothing written.
         jobs.retain(|j| !j.abandoned());
         let mut continues = Vec::new();
+        let mut pages = Vec::new();
         let mut opens = Vec::new();
         for job in jobs.drain(..) {
             match job {
                 Job::Continue { req, reply } => continues.push((req, reply)),
+                Job::Page { page, reply } => pages.push((page, reply)),
                 Job::Open {
                     session,
                     target,
@@ -177,6 +203,15 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, clock: fn() -> Millis) {
                 store
                     .continue_session(&r.site_id, &r.session_id, page, &r.pools, clock())
                     .await
+            })
+            .await;
+        }
+        if !pages.is_empty() {
+            let (items, replies): (Vec<_>, Vec<_>) = pages.into_iter().unzip();
+            let done = store.add_pages(&items, clock()).await;
+            answer(done, items, replies, |p| async move {
+                let added = store.add_pages(std::slice::from_ref(&p), clock()).await?;
+                Ok(added.first().copied().unwrap_or(false))
             })
             .await;
         }

@@ -449,6 +449,67 @@ async fn heartbeats_are_answered_from_memory_and_written_back() {
 }
 
 #[tokio::test]
+async fn page_loads_of_a_remembered_session_write_their_page_and_answer_from_memory() {
+    each_backend(|srv: TestServer| async move {
+        let (_, site, _) = setup(&srv).await;
+        let key = site["public_key"].as_str().unwrap();
+        let sid = site["id"].as_str().unwrap();
+        let (_, _, first) = post(&srv, "/t/v1/visit", Some(ORIGIN), &visit_body(key, &json!({}))).await;
+        let session = first["session_id"].as_str().unwrap().to_owned();
+        let number = first["numbers"][0]["number"].as_str().unwrap().to_owned();
+        let owner = srv.db.store.number_owner(&number).await.unwrap().unwrap();
+        let leased = srv.db.store.number_leases(&owner.number_id).await.unwrap()[0].last_activity;
+        let started = srv.db.store.get_session(sid, &session).await.unwrap().last_activity;
+
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        let next = json!({"session_id": session, "visitor_id": first["visitor_id"], "url": "https://www.shop.example/sofas/red", "title": "Red sofa"});
+        let (s, h, v) = post(&srv, "/t/v1/visit", Some(ORIGIN), &visit_body(key, &next)).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(h["access-control-allow-origin"], ORIGIN);
+        assert_eq!(v, first, "the same session, visitor, number and track code");
+        let event = json!({"site_key": key, "session_id": session, "type": "form_open", "url": "https://www.shop.example/sofas/red"}).to_string();
+        let (s, _, e) = post(&srv, "/t/v1/event", Some(ORIGIN), &event).await;
+        assert_eq!(s, 200, "{e}");
+        assert_eq!((&e["numbers"], &e["ping_s"]), (&first["numbers"], &json!(30)));
+        let m = srv.http.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(m.contains("calltrail_pages_total{path=\"memory\"} 2"), "{m}");
+
+        // Both pages were written before the answers went out.
+        let pages: Vec<(String, String)> = srv.db.store.session_pages(&session).await.unwrap().into_iter().map(|p| (p.kind, p.url)).collect();
+        assert_eq!(pages[1..], [("pageview".to_owned(), "https://www.shop.example/sofas/red".to_owned()), ("form_open".to_owned(), "https://www.shop.example/sofas/red".to_owned())]);
+        assert_eq!(srv.db.store.get_session(sid, &session).await.unwrap().page_count, 3);
+        // The session's activity and its lease's hold move on with the heartbeats.
+        let mut moved = false;
+        for _ in 0..40 {
+            let l = srv.db.store.number_leases(&owner.number_id).await.unwrap();
+            let s = srv.db.store.get_session(sid, &session).await.unwrap();
+            if l[0].last_activity > leased && s.last_activity > started {
+                assert_eq!(l[0].hold_until - l[0].last_activity, 15 * 60_000);
+                moved = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(moved, "a page load answered from memory never moved the session on");
+
+        // A session the store no longer has is not answered from memory: the page load
+        // opens a new session, and the page is not written to the old one.
+        let pool = sqlx::AnyPool::connect(&srv.db.url).await.unwrap();
+        sqlx::query("DELETE FROM sessions WHERE id = $1").bind(&session).execute(&pool).await.unwrap();
+        let (s, _, v) = post(&srv, "/t/v1/visit", Some(ORIGIN), &visit_body(key, &next)).await;
+        assert_eq!(s, 200, "{v}");
+        assert_ne!(v["session_id"], first["session_id"]);
+        let orphans: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM page_views WHERE session_id = $1").bind(&session).fetch_one(&pool).await.unwrap();
+        assert_eq!(orphans, 2, "only the two pages written while the session existed");
+        pool.close().await;
+        let m = srv.http.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(m.contains("calltrail_pages_total{path=\"store\"} 1"), "{m}");
+        srv
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn concurrent_new_visitors_are_opened_together_and_never_share_a_number() {
     each_backend(|srv: TestServer| async move {
         let (tok, site, _) = setup(&srv).await;

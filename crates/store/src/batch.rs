@@ -182,6 +182,33 @@ impl Store {
         }
     }
 
+    /// Heartbeats were written back (`Store::flush_heartbeats`, under the writer lock, so no
+    /// transaction has a picture out): each session's live lease moves on in the pictures
+    /// as the write moved it in the database, instead of every picture being read again.
+    pub(crate) fn seen_beats(&self, beats: &[(String, Millis, Millis)]) {
+        let Some(mut s) = self.seen() else {
+            return;
+        };
+        let by_session: HashMap<&str, (Millis, Millis)> = beats
+            .iter()
+            .map(|(session, at, hold)| (session.as_str(), (*at, *hold)))
+            .collect();
+        for l in s
+            .pools
+            .values_mut()
+            .flat_map(|p| p.slots.iter_mut())
+            .filter_map(|slot| slot.latest.as_mut())
+        {
+            if let Some(&(at, hold)) = by_session.get(l.session_id.as_str()) {
+                // The write's own condition (`flush_heartbeats`).
+                if l.ended_at.is_none() && l.hold_until >= at && l.last_activity <= at {
+                    l.last_activity = at;
+                    l.hold_until = at + hold;
+                }
+            }
+        }
+    }
+
     /// A lease's activity moved on (a continuing session kept its number).
     pub(crate) fn seen_touch(&self, pool_id: &str, lease_id: &str, now: Millis, hold: Millis) {
         let (generation, picture) = self.seen_take(pool_id);
@@ -302,6 +329,59 @@ impl Store {
         Ok(out)
     }
 
+    /// Add page views (page loads and events) to sessions, without reading or moving the
+    /// sessions: for a node that knows what each session shows and moves its activity on
+    /// itself (written back with the heartbeats). The page views are committed before this
+    /// returns; a session that no longer exists gets none (`false` in its place). One
+    /// statement per chunk: on SQLite in a transaction on the page-load writer's
+    /// connection, on PostgreSQL on its own.
+    pub async fn add_pages(&self, pages: &[(String, NewPage)], now: Millis) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(pages.len());
+        for chunk in pages.chunks(MAX_BATCH) {
+            let mut script = Script::new(self.backend);
+            if self.backend == Backend::Sqlite {
+                script.push("BEGIN IMMEDIATE").end();
+            }
+            script.write("INSERT").push(
+                "INTO page_views (id, session_id, at, kind, url, title) \
+                 SELECT column1, column2, column3, column4, column5, column6 FROM (VALUES ",
+            );
+            for (i, (session_id, p)) in chunk.iter().enumerate() {
+                script
+                    .push(if i == 0 { "(" } else { ", (" })
+                    .val(new_id())
+                    .val(session_id.clone())
+                    .val(now)
+                    .val(p.kind.clone())
+                    .val(p.url.clone())
+                    .val(p.title.clone())
+                    .push(")");
+            }
+            script
+                .push(
+                    ") v WHERE EXISTS (SELECT 1 FROM sessions s WHERE s.id = v.column2) \
+                     RETURNING session_id",
+                )
+                .end();
+            let added: HashSet<String> = if self.backend == Backend::Postgres {
+                let mut conn = self.pool.acquire().await?;
+                Conn::Any(&mut conn)
+                    .query(script, |r| r.at(0))
+                    .await?
+                    .into_iter()
+                    .collect()
+            } else {
+                script.push("COMMIT").end();
+                let mut guard = self.write_guard().await;
+                let slot = writer_slot(&mut guard)?;
+                self.writer(slot)?;
+                run_in_transaction(script, slot)?.into_iter().collect()
+            };
+            out.extend(chunk.iter().map(|(s, _)| added.contains(s)));
+        }
+        Ok(out)
+    }
+
     /// Read the sessions, decide what each shows, and add the writes to `script`.
     async fn plan_continues(
         &self,
@@ -328,8 +408,8 @@ impl Store {
             .map(|f| (f.live.id.clone(), f))
             .collect();
         let mut pages = Vec::new();
-        // Sessions moved on, with the page loads each adds (a session may come twice).
-        let mut moved: Vec<(&str, i64)> = Vec::new();
+        // Sessions moved on (each once, though it may come twice).
+        let mut moved: Vec<&str> = Vec::new();
         // Live leases kept (SQLite): `(lease, hold until)`.
         let mut keeps: Vec<(String, Millis)> = Vec::new();
         // Answers by session: a session loaded twice in one batch keeps what its first
@@ -345,10 +425,8 @@ impl Store {
                 out.push(None);
                 continue;
             }
-            let added = i64::from(r.page.is_some());
-            match moved.iter_mut().find(|(id, _)| *id == r.session_id) {
-                Some((_, n)) => *n += added,
-                None => moved.push((&r.session_id, added)),
+            if !moved.contains(&r.session_id.as_str()) {
+                moved.push(&r.session_id);
             }
             if let Some(p) = &r.page {
                 pages.push((r.session_id.clone(), p));
@@ -366,23 +444,16 @@ impl Store {
         // One statement per table whatever the batch's size: a statement of its own per
         // session is compiled anew for every batch (the script's text differs each time),
         // which cost more than running it.
+        // The page count is counted from the page views when read (`SESSION_READ`).
         if !moved.is_empty() {
             script
                 .write("UPDATE")
-                .push("sessions SET last_activity = CASE WHEN last_activity < ")
+                .push("sessions SET last_activity = ")
                 .val(now)
-                .push(" THEN ")
+                .push(" WHERE last_activity < ")
                 .val(now)
-                .push(" ELSE last_activity END, page_count = page_count + CASE id");
-            for (id, n) in &moved {
-                script
-                    .push(" WHEN ")
-                    .val((*id).to_owned())
-                    .push(" THEN ")
-                    .val(*n);
-            }
-            script.push(" ELSE 0 END WHERE id IN (");
-            for (id, _) in &moved {
+                .push(" AND id IN (");
+            for id in &moved {
                 script.val((*id).to_owned());
             }
             script.push(")").end();

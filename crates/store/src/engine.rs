@@ -135,6 +135,18 @@ pub(crate) const SESSION_COLS: &str = "id, site_id, visitor_id, started_at, last
     gclid, yclid, fbclid, ga_client_id, ym_client_id, user_agent, device, browser, os, ip, city, screen, \
     lang, is_bot, rule_id, pool_id, number_id, lease_id, page_count";
 
+/// A session row as read: [`SESSION_COLS`] with the page count counted from its page views
+/// (and the landing page, when the row holds it) rather than read from `page_count`, which
+/// keeps the 1 it was written with. Page loads add page views without touching the session
+/// row (`Store::add_pages`), and a count made from them cannot drift from them.
+pub(crate) static SESSION_READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    SESSION_COLS.replace(
+        "page_count",
+        "(landing_in_row + (SELECT COUNT(*) FROM page_views p WHERE p.session_id = sessions.id)) \
+         AS page_count",
+    )
+});
+
 pub(crate) fn session_row(r: &AnyRow) -> Result<Session> {
     Ok(Session {
         id: r.try_get("id")?,
@@ -260,8 +272,17 @@ impl Store {
             return Ok(());
         }
         let _guard = self.write_guard().await;
-        // Leases move on outside allocation: pools are read afresh next time.
-        self.forget_pools();
+        let written = self.write_heartbeats(beats).await;
+        match written {
+            // The pools' pictures move the same leases on.
+            Ok(()) => self.seen_beats(beats),
+            // What was written is not known: pools are read afresh next time.
+            Err(_) => self.forget_pools(),
+        }
+        written
+    }
+
+    async fn write_heartbeats(&self, beats: &[(String, Millis, Millis)]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for (session_id, at, hold) in beats {
             sqlx::query(
@@ -287,7 +308,8 @@ impl Store {
 
     pub async fn get_session(&self, site_id: &str, session_id: &str) -> Result<Session> {
         let r = sqlx::query(&format!(
-            "SELECT {SESSION_COLS} FROM sessions WHERE id = $1 AND site_id = $2"
+            "SELECT {} FROM sessions WHERE id = $1 AND site_id = $2",
+            *SESSION_READ
         ))
         .bind(session_id)
         .bind(site_id)
@@ -330,8 +352,9 @@ impl Store {
         now: Millis,
     ) -> Result<Option<Session>> {
         let r = sqlx::query(&format!(
-            "SELECT {SESSION_COLS} FROM sessions WHERE site_id = $1 AND track_code = $2 AND last_activity >= $3 \
-             ORDER BY last_activity DESC LIMIT 1"
+            "SELECT {} FROM sessions WHERE site_id = $1 AND track_code = $2 AND last_activity >= $3 \
+             ORDER BY last_activity DESC LIMIT 1",
+            *SESSION_READ
         ))
         .bind(site_id)
         .bind(code)

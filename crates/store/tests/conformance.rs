@@ -616,6 +616,68 @@ conformance! {
         pool.close().await;
         assert_eq!(seen(store.session_pages(&a.session_id).await.unwrap()), want);
     }
+    heartbeats_written_back_keep_their_numbers_from_new_visitors(store, db) {
+        let (_, ctx) = engine_site(store, 2, "fallback").await;
+        let paid = "https://shop.example/?utm_source=google&utm_medium=cpc";
+        let a = store.visit(&ctx, &visit_req(paid, None), T0).await.unwrap();
+        let b = store.visit(&ctx, &visit_req(paid, None), T0).await.unwrap();
+        assert_ne!(a.number, b.number);
+        // A's tab stays visible: its heartbeat at +10 min holds A's number to +25 min.
+        // B's ran out at +15 min.
+        store.flush_heartbeats(&[(a.session_id.clone(), T0 + 10 * MINUTE, 15 * MINUTE)]).await.unwrap();
+        let c = store.visit(&ctx, &visit_req(paid, None), T0 + 20 * MINUTE).await.unwrap();
+        let d = store.visit(&ctx, &visit_req(paid, None), T0 + 20 * MINUTE).await.unwrap();
+        assert_eq!(c.number, b.number, "the number nobody holds");
+        assert_eq!(d.number.as_deref(), Some("+74952000099"), "A's number is still held: the fallback");
+        // A moved on in the store as the pool saw it.
+        let owner = store.number_owner(a.number.as_deref().unwrap()).await.unwrap().unwrap();
+        let latest = store.number_leases(&owner.number_id).await.unwrap().pop().unwrap();
+        assert_eq!((latest.session_id.as_str(), latest.hold_until), (a.session_id.as_str(), T0 + 25 * MINUTE));
+        // A heartbeat after its lease ran out moves nothing.
+        store.flush_heartbeats(&[(c.session_id.clone(), T0 + 40 * MINUTE, 15 * MINUTE)]).await.unwrap();
+        let e = store.visit(&ctx, &visit_req(paid, None), T0 + 40 * MINUTE).await.unwrap();
+        assert!(e.number.is_some() && e.number.as_deref() != Some("+74952000099"), "{e:?}");
+    }
+    page_views_are_added_without_moving_the_session(store, db) {
+        let (_, ctx) = engine_site(store, 2, "fallback").await;
+        let a = store.visit(&ctx, &visit_req("https://shop.example/?utm_source=google&utm_medium=cpc", None), T0).await.unwrap();
+        let page = |sid: &str, url: &str, kind: &str| {
+            (sid.to_owned(), NewPage { kind: kind.into(), url: url.into(), title: Some("T".into()) })
+        };
+        let added = store
+            .add_pages(
+                &[
+                    page(&a.session_id, "https://shop.example/1", "pageview"),
+                    page("0000000000000000", "https://shop.example/ghost", "pageview"),
+                    page(&a.session_id, "https://shop.example/1", "form_open"),
+                ],
+                T0 + 1_000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(added, [true, false, true], "a session that does not exist gets no page");
+        let pages = store.session_pages(&a.session_id).await.unwrap();
+        let got: Vec<(i64, &str, &str)> = pages.iter().map(|p| (p.at.as_millisecond(), p.kind.as_str(), p.url.as_str())).collect();
+        assert_eq!(got[1..], [(T0 + 1_000, "pageview", "https://shop.example/1"), (T0 + 1_000, "form_open", "https://shop.example/1")]);
+        // The page count is the session's pages, counted; the row itself did not move.
+        let sa = store.get_session(&ctx.site.id, &a.session_id).await.unwrap();
+        assert_eq!((sa.page_count, sa.last_activity.as_millisecond()), (3, T0));
+        let by_code = store.session_by_track_code(&ctx.site.id, &a.track_code, T0 + 2_000).await.unwrap().unwrap();
+        assert_eq!(by_code.page_count, 3);
+        let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        let ghost: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM page_views WHERE session_id = '0000000000000000'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        assert_eq!(ghost, 0);
+        // More than one statement's worth: every page lands, in order of the answers.
+        let many: Vec<_> = (0..300).map(|i| page(&a.session_id, &format!("https://shop.example/p{i}"), "pageview")).collect();
+        let added = store.add_pages(&many, T0 + 3_000).await.unwrap();
+        assert_eq!(added.len(), 300);
+        assert!(added.iter().all(|a| *a));
+        assert_eq!(store.get_session(&ctx.site.id, &a.session_id).await.unwrap().page_count, 303);
+    }
     continuing_sessions_are_written_together(store, db) {
         let (_, ctx) = engine_site(store, 2, "fallback").await;
         let google = "https://shop.example/?utm_source=google&utm_medium=cpc";
