@@ -37,8 +37,13 @@ const STORE_DEADLINE: Duration = Duration::from_millis(1500);
 /// How long a site's engine context is cached.
 const SITE_TTL: Duration = Duration::from_secs(5);
 
-/// When a site was loaded, and the site (`None`: no site has that key).
-type Cached = (Instant, Option<Arc<SiteContext>>);
+/// A site as loaded: when, the site (`None`: no site has that key), and whether a caller is
+/// loading it again.
+struct Cached {
+    at: Instant,
+    ctx: Option<Arc<SiteContext>>,
+    reloading: bool,
+}
 
 /// Sites by public key, cached for a few seconds so the hot path reads no setup rows.
 #[derive(Default)]
@@ -47,26 +52,46 @@ pub struct SiteCache {
 }
 
 impl SiteCache {
+    /// The site with this key. Once its entry is [`SITE_TTL`] old, one caller loads it again
+    /// while the others go on with what was loaded (every tracking call that arrived then
+    /// reloaded the site, and its hundreds of numbers, at once); an entry three times that
+    /// old (the reload failed, or its caller gave up) is not used.
     pub async fn get(
         &self,
         st: &AppState,
         key: &str,
     ) -> Result<Option<Arc<SiteContext>>, StoreError> {
-        if let Ok(m) = self.map.lock() {
-            if let Some((at, ctx)) = m.get(key) {
-                if at.elapsed() < SITE_TTL {
-                    return Ok(ctx.clone());
+        if let Ok(mut m) = self.map.lock() {
+            if let Some(c) = m.get_mut(key) {
+                let age = c.at.elapsed();
+                if age < SITE_TTL || (c.reloading && age < 3 * SITE_TTL) {
+                    return Ok(c.ctx.clone());
+                }
+                c.reloading = true;
+            }
+        }
+        let loaded = st.store.site_context(key).await.map(|c| c.map(Arc::new));
+        if let Ok(mut m) = self.map.lock() {
+            match &loaded {
+                Ok(ctx) => {
+                    if m.len() > 10_000 {
+                        m.clear();
+                    }
+                    let cached = Cached {
+                        at: Instant::now(),
+                        ctx: ctx.clone(),
+                        reloading: false,
+                    };
+                    m.insert(key.to_owned(), cached);
+                }
+                Err(_) => {
+                    if let Some(c) = m.get_mut(key) {
+                        c.reloading = false;
+                    }
                 }
             }
         }
-        let ctx = st.store.site_context(key).await?.map(Arc::new);
-        if let Ok(mut m) = self.map.lock() {
-            if m.len() > 10_000 {
-                m.clear();
-            }
-            m.insert(key.to_owned(), (Instant::now(), ctx.clone()));
-        }
-        Ok(ctx)
+        loaded
     }
 
     /// Forget everything (after a setup change through the API).
