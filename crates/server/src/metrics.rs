@@ -91,17 +91,17 @@ impl Metrics {
     /// Count a visit by how its number was chosen, and bots apart.
     pub fn count_visit(&self, shown: &calltrail_store::engine::Shown) {
         use calltrail_core::engine::Allocation;
-        let outcome = match &shown.allocation {
-            Some(Allocation::Keep { .. }) => "keep",
-            Some(Allocation::Regain { .. }) => "regain",
-            Some(Allocation::Fresh { .. }) => "fresh",
-            Some(Allocation::Reuse { .. }) => "reuse",
-            Some(Allocation::Exhausted) => "exhausted",
-            None if shown.is_bot => "bot",
-            None if shown.number.is_some() => "static",
-            None => "no_swap",
+        let series = match &shown.allocation {
+            Some(Allocation::Keep { .. }) => "calltrail_visits_total{outcome=\"keep\"}",
+            Some(Allocation::Regain { .. }) => "calltrail_visits_total{outcome=\"regain\"}",
+            Some(Allocation::Fresh { .. }) => "calltrail_visits_total{outcome=\"fresh\"}",
+            Some(Allocation::Reuse { .. }) => "calltrail_visits_total{outcome=\"reuse\"}",
+            Some(Allocation::Exhausted) => "calltrail_visits_total{outcome=\"exhausted\"}",
+            None if shown.is_bot => "calltrail_visits_total{outcome=\"bot\"}",
+            None if shown.number.is_some() => "calltrail_visits_total{outcome=\"static\"}",
+            None => "calltrail_visits_total{outcome=\"no_swap\"}",
         };
-        self.count(&format!("calltrail_visits_total{{outcome=\"{outcome}\"}}"));
+        self.count(series);
     }
 
     pub fn render(&self) -> String {
