@@ -451,7 +451,9 @@ async fn visit(
 
 /// A page load or event of a session this node answered for lately (see `heartbeat`): its
 /// page view is written, and what the session shows comes from memory. `None`: the session
-/// is not remembered, or no longer exists; ask the store.
+/// is not remembered, or no longer exists; ask the store. The activity is noted before the
+/// write: a page that loaded is activity even when the store could not take its page view
+/// (the caller then answers 503).
 async fn remembered_page(st: &AppState, c: &Continuing) -> Result<Option<Answers>, ApiError> {
     let Some(page) = &c.page else {
         return Ok(None);
