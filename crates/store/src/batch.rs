@@ -23,7 +23,7 @@ use crate::engine::{
     TRACK_CODE_LIFE,
 };
 use crate::script::{Conn, Row, Script};
-use crate::{new_id, Backend, Result, Store, StoreError};
+use crate::{id_at, new_id, Backend, Result, Store, StoreError};
 
 /// The most sessions one multi-row statement carries: 35 parameters each, well under what
 /// SQLite (32 766) and PostgreSQL (65 535) accept. Larger batches go in several chunks of
@@ -97,6 +97,8 @@ pub(crate) struct Placed {
     /// The E.164 form of `number_id`.
     pub number: Option<String>,
     pub lease_id: Option<String>,
+    /// A new session met an exhausted pool: the outcome, kept in its row.
+    pub exhausted: Option<&'static str>,
 }
 
 /// What a pool looked like after the last committed allocation on SQLite: every number
@@ -606,7 +608,8 @@ impl Store {
         let mut shown: Vec<Shown> = items
             .iter()
             .map(|(s, _)| Shown {
-                session_id: new_id(),
+                // Time-ordered by `now` (see `exhaustion_counts`).
+                session_id: id_at(now),
                 visitor_id: s.visitor_id.clone(),
                 track_code: self.new_track_code(&s.site_id),
                 number: None,
@@ -615,15 +618,13 @@ impl Store {
                 is_bot: s.is_bot,
             })
             .collect();
-        // What each session holds: (pool, number, lease).
-        let mut held: Vec<(Option<String>, Option<String>, Option<String>)> =
-            vec![(None, None, None); items.len()];
+        let mut held: Vec<Held> = vec![Held::default(); items.len()];
         let mut by_pool: BTreeMap<&str, (&PoolTarget, Vec<usize>)> = BTreeMap::new();
         for (i, (_, target)) in items.iter().enumerate() {
             match target {
                 Target::None => {}
                 Target::Static { number_id, number } => {
-                    held[i].1 = Some(number_id.clone());
+                    held[i].number_id = Some(number_id.clone());
                     shown[i].number = Some(number.clone());
                 }
                 Target::Pool(p) => by_pool
@@ -653,7 +654,12 @@ impl Store {
                 shown[i].hold_ms = (!matches!(p.alloc, Allocation::Exhausted)).then(|| pool.hold());
                 shown[i].number = p.number;
                 shown[i].allocation = Some(p.alloc);
-                held[i] = (Some(pool.pool_id.clone()), p.number_id, p.lease_id);
+                held[i] = Held {
+                    pool_id: Some(pool.pool_id.clone()),
+                    number_id: p.number_id,
+                    lease_id: p.lease_id,
+                    exhausted: p.exhausted,
+                };
             }
         }
         insert_sessions(script, items, &shown, &held, now);
@@ -708,7 +714,7 @@ impl Store {
                 opens: !a.continuing,
             };
             let alloc = engine::allocate(&slots, &req, pool.policy, now);
-            let placed = match &alloc {
+            let mut placed = match &alloc {
                 Allocation::Keep {
                     number_id,
                     lease_id,
@@ -728,6 +734,7 @@ impl Store {
                         number_id: Some(number_id.clone()),
                         lease_id: Some(lease_id.clone()),
                         alloc: alloc.clone(),
+                        exhausted: None,
                     }
                 }
                 Allocation::Regain { number_id }
@@ -756,6 +763,7 @@ impl Store {
                         number_id: Some(number_id.clone()),
                         lease_id: Some(lease_id),
                         alloc: alloc.clone(),
+                        exhausted: None,
                     }
                 }
                 Allocation::Exhausted => Placed {
@@ -763,6 +771,7 @@ impl Store {
                     number: pool.fallback.as_ref().map(|f| f.1.clone()),
                     lease_id: None,
                     alloc: Allocation::Exhausted,
+                    exhausted: None,
                 },
             };
             if alloc.is_exhaustion() {
@@ -771,8 +780,16 @@ impl Store {
                 } else {
                     "fallback"
                 };
-                w.exhaustions
-                    .push((a.session_id.to_owned(), outcome, placed.number_id.clone()));
+                if a.continuing {
+                    w.exhaustions.push((
+                        a.session_id.to_owned(),
+                        outcome,
+                        placed.number_id.clone(),
+                    ));
+                } else {
+                    // Written with the new session's row (migration 0008).
+                    placed.exhausted = Some(outcome);
+                }
             }
             out.push(placed);
         }
@@ -1313,19 +1330,26 @@ async fn fix_track_codes(
     Ok(())
 }
 
+/// What a new session holds.
+#[derive(Clone, Default)]
+struct Held {
+    pool_id: Option<String>,
+    number_id: Option<String>,
+    lease_id: Option<String>,
+    exhausted: Option<&'static str>,
+}
+
 fn insert_sessions(
     script: &mut Script,
     items: &[(NewSession, Target)],
     shown: &[Shown],
-    held: &[(Option<String>, Option<String>, Option<String>)],
+    held: &[Held],
     now: Millis,
 ) {
     script.write("INSERT").push(&format!(
-        "INTO sessions ({SESSION_COLS}, landing_title, landing_in_row) VALUES "
+        "INTO sessions ({SESSION_COLS}, landing_title, landing_in_row, exhausted) VALUES "
     ));
-    for (i, (((s, _), sh), (pool_id, number_id, lease_id))) in
-        items.iter().zip(shown).zip(held).enumerate()
-    {
+    for (i, (((s, _), sh), h)) in items.iter().zip(shown).zip(held).enumerate() {
         script.push(if i == 0 { "(" } else { ", (" });
         script
             .val(sh.session_id.clone())
@@ -1359,13 +1383,14 @@ fn insert_sessions(
             .val(s.lang.clone())
             .val(i64::from(s.is_bot))
             .val(s.rule_id.clone())
-            .val(pool_id.clone())
-            .val(number_id.clone())
-            .val(lease_id.clone())
+            .val(h.pool_id.clone())
+            .val(h.number_id.clone())
+            .val(h.lease_id.clone())
             .val(1_i64)
             // The first page view: see `Store::session_pages`.
             .val(s.title.clone())
             .val(1_i64)
+            .val(h.exhausted.map(str::to_owned))
             .push(")");
     }
     script.end();

@@ -11,7 +11,7 @@ use sqlx::Row as _;
 
 use crate::batch::{Asker, Continuing};
 use crate::script::{Conn, Row, Script};
-use crate::{from_ms, PageView, Result, Session, Store, StoreError};
+use crate::{from_ms, Backend, PageView, Result, Session, Store, StoreError};
 
 /// How a session's number is chosen.
 #[derive(Debug, Clone)]
@@ -402,19 +402,29 @@ impl Store {
             .map_err(Into::into)
     }
 
-    /// Pool exhaustions of a site since `since`: `(pool_id, count)`.
+    /// Pool exhaustions of a site since `since`: `(pool_id, count)`. New sessions keep
+    /// theirs in their rows (migration 0008), others are rows of `exhaustions`. On SQLite the
+    /// sessions since `since` are a range of their time-ordered ids (no index is written
+    /// for this); PostgreSQL reads its partial index.
     pub async fn exhaustion_counts(
         &self,
         site_id: &str,
         since: Millis,
     ) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT pool_id, COUNT(*) AS n FROM exhaustions WHERE site_id = $1 AND at >= $2 GROUP BY pool_id ORDER BY pool_id",
-        )
-        .bind(site_id)
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
+        let sqlite = self.backend == Backend::Sqlite;
+        let id_range = if sqlite { "id >= $3 AND " } else { "" };
+        let sql = format!(
+            "SELECT pool_id, COUNT(*) AS n FROM (\
+             SELECT pool_id FROM exhaustions WHERE site_id = $1 AND at >= $2 \
+             UNION ALL SELECT pool_id FROM sessions WHERE {id_range}site_id = $1 \
+             AND started_at >= $2 AND exhausted IS NOT NULL\
+             ) e GROUP BY pool_id ORDER BY pool_id"
+        );
+        let mut q = sqlx::query(&sql).bind(site_id).bind(since);
+        if sqlite {
+            q = q.bind(crate::id_floor(since));
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| Ok((r.try_get("pool_id")?, r.try_get("n")?)))
             .collect()

@@ -396,9 +396,49 @@ pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// A time-ordered id (UUIDv7) for a row made at `at` (ms since the epoch): ids of rows made
+/// later sort after it, as text too, from [`id_floor`] of their time on.
+pub(crate) fn id_at(at: calltrail_core::engine::Millis) -> String {
+    let ms = u64::try_from(at).unwrap_or(0);
+    let nanos = u32::try_from((ms % 1000) * 1_000_000).unwrap_or(0);
+    let ts = uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, nanos);
+    uuid::Uuid::new_v7(ts).to_string()
+}
+
+/// The least id [`id_at`] gives for `at` or any later time.
+pub(crate) fn id_floor(at: calltrail_core::engine::Millis) -> String {
+    let ms = u64::try_from(at).unwrap_or(0) & 0xffff_ffff_ffff;
+    format!(
+        "{:08x}-{:04x}-0000-0000-000000000000",
+        ms >> 16,
+        ms & 0xffff
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_sort_by_the_time_they_were_made_at() {
+        let t = 1_800_000_000_123;
+        let ids: Vec<String> = [t - 1, t, t, t + 1, t + 86_400_000]
+            .iter()
+            .map(|&at| id_at(at))
+            .collect();
+        assert!(
+            ids.windows(2)
+                .all(|w| w[0] < w[1] || w[0][..13] == w[1][..13]),
+            "{ids:?}"
+        );
+        assert!(
+            ids[0] < id_floor(t),
+            "an id of an earlier time is below the floor"
+        );
+        assert!(ids[1..].iter().all(|id| *id >= id_floor(t)), "{ids:?}");
+        assert!(id_at(t).starts_with(&id_floor(t)[..13]));
+        assert_eq!(uuid::Uuid::parse_str(&ids[1]).unwrap().get_version_num(), 7);
+    }
 
     #[test]
     fn masks_passwords() {

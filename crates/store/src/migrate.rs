@@ -20,8 +20,8 @@ macro_rules! migrations {
     };
 }
 
-const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes");
-const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes");
+const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes", 8 "0008_exhaustion_in_row");
+const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes", 8 "0008_exhaustion_in_row");
 
 impl Store {
     /// Apply every migration not applied yet; returns the names applied now.

@@ -638,6 +638,40 @@ conformance! {
         let e = store.visit(&ctx, &visit_req(paid, None), T0 + 40 * MINUTE).await.unwrap();
         assert!(e.number.is_some() && e.number.as_deref() != Some("+74952000099"), "{e:?}");
     }
+    exhaustions_are_counted_from_new_and_continuing_sessions(store, db) {
+        let (_, ctx) = engine_site(store, 1, "fallback").await;
+        let paid = "https://shop.example/?utm_source=google&utm_medium=cpc";
+        let a = store.visit(&ctx, &visit_req(paid, None), T0).await.unwrap();
+        // B opens on a dry pool: its exhaustion is kept in its session row.
+        let b = store.visit(&ctx, &visit_req(paid, None), T0 + 1_000).await.unwrap();
+        assert_eq!(b.number.as_deref(), Some("+74952000099"));
+        // A's hold runs out, C takes the number; A's next page finds the pool dry: an
+        // exhaustion of a session already open, kept in `exhaustions`.
+        let c = store.visit(&ctx, &visit_req(paid, None), T0 + 16 * MINUTE).await.unwrap();
+        assert_eq!(c.number, a.number);
+        let page = Continuing {
+            site_id: ctx.site.id.clone(),
+            session_id: a.session_id.clone(),
+            page: Some(NewPage { kind: "pageview".into(), url: "https://shop.example/2".into(), title: None }),
+            pools: ctx.pools.clone(),
+        };
+        let again = store.continue_sessions(&[page], T0 + 17 * MINUTE).await.unwrap();
+        assert_eq!(again[0].as_ref().unwrap().number.as_deref(), Some("+74952000099"));
+        let site = ctx.site.id.clone();
+        let count = |since: i64| {
+            let site = site.clone();
+            async move { store.exhaustion_counts(&site, since).await.unwrap().iter().map(|(_, n)| n).sum::<i64>() }
+        };
+        assert_eq!(count(0).await, 2, "B's at opening and A's later one");
+        assert_eq!(count(T0 + 1_000).await, 2);
+        assert_eq!(count(T0 + 1_001).await, 1, "only A's, at +17 min");
+        assert_eq!(count(T0 + 17 * MINUTE + 1).await, 0);
+        // Another site's sessions are not counted.
+        let (_, other) = engine_site_at(store, 1, "fallback", "+7495300").await;
+        store.visit(&other, &visit_req(paid, None), T0).await.unwrap();
+        store.visit(&other, &visit_req(paid, None), T0).await.unwrap();
+        assert_eq!(count(0).await, 2);
+    }
     page_views_are_added_without_moving_the_session(store, db) {
         let (_, ctx) = engine_site(store, 2, "fallback").await;
         let a = store.visit(&ctx, &visit_req("https://shop.example/?utm_source=google&utm_medium=cpc", None), T0).await.unwrap();
