@@ -45,9 +45,9 @@ batches by one writer task on a thread of its own (crates/server/src/visits.rs).
 page loads that arrived while it wrote the last batch and writes them in one transaction through \
 an SQLite connection of its own (rusqlite, on the SQLite library sqlx uses) on that same thread \
 (crates/store/src/batch.rs, script.rs). A new visitor's batch is decided in memory from a picture \
-of the pool that the last commit left, and writes the session row, its exhaustion and their \
-index entries: about 15 WAL pages a commit, whose two pwrite calls each are about a quarter of \
-the writer thread; binding the arguments (SQLite copies each string) about a tenth, planning \
+of the pool that the last commit left, and writes the session row (an exhaustion included) and \
+its index entries: about a dozen WAL pages a commit, whose two pwrite calls each are about a \
+quarter of the writer thread; binding the arguments (SQLite copies each string) about a tenth, planning \
 the batch about a seventh. A next page of a session the node answered for lately is only its \
 page view (one multi-row insert, no read): the session's activity and its lease's hold move on \
 with the heartbeats, written back once a second (crates/server/src/heartbeat.rs), which is also \
