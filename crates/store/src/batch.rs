@@ -25,7 +25,7 @@ use crate::engine::{
 use crate::script::{Conn, Row, Script};
 use crate::{id_at, new_id, Backend, Result, Store, StoreError};
 
-/// The most sessions one multi-row statement carries: 35 parameters each, well under what
+/// The most sessions one multi-row statement carries: 38 parameters each, well under what
 /// SQLite (32 766) and PostgreSQL (65 535) accept. Larger batches go in several chunks of
 /// the same transaction.
 pub const MAX_BATCH: usize = 256;
