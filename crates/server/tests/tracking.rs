@@ -398,36 +398,62 @@ async fn a_database_that_is_down_answers_503_quickly() {
     srv.stop().await;
 }
 
+/// A new visitor's visit on `setup`'s site: its answer, session, pool number's id, and the
+/// lease's activity as written.
+async fn leased_visit(srv: &TestServer, key: &str) -> (Value, String, String, i64) {
+    let (_, _, v) = post(
+        srv,
+        "/t/v1/visit",
+        Some(ORIGIN),
+        &visit_body(key, &json!({})),
+    )
+    .await;
+    let session = v["session_id"].as_str().unwrap().to_owned();
+    let number = v["numbers"][0]["number"].as_str().unwrap();
+    let owner = srv.db.store.number_owner(number).await.unwrap().unwrap();
+    let leased = srv.db.store.number_leases(&owner.number_id).await.unwrap()[0].last_activity;
+    (v, session, owner.number_id, leased)
+}
+
+/// Whether the session's lease (and the session row) move past their first activity within
+/// the heartbeats' write-back, with the pool's 15-minute hold.
+async fn written_back(
+    srv: &TestServer,
+    site_id: &str,
+    session: &str,
+    number_id: &str,
+    leased: i64,
+) -> bool {
+    for _ in 0..40 {
+        let l = srv.db.store.number_leases(number_id).await.unwrap();
+        let s = srv.db.store.get_session(site_id, session).await.unwrap();
+        if l[0].last_activity > leased && s.last_activity.as_millisecond() > leased {
+            assert_eq!(l[0].hold_until - l[0].last_activity, 15 * 60_000);
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn heartbeats_are_answered_from_memory_and_written_back() {
     each_backend(|srv: TestServer| async move {
         let (tok, site, _) = setup(&srv).await;
         let key = site["public_key"].as_str().unwrap();
         let sid = site["id"].as_str().unwrap();
-        let (_, _, v) = post(&srv, "/t/v1/visit", Some(ORIGIN), &visit_body(key, &json!({}))).await;
-        let session = v["session_id"].as_str().unwrap().to_owned();
-        let number = v["numbers"][0]["number"].as_str().unwrap().to_owned();
-        let owner = srv.db.store.number_owner(&number).await.unwrap().unwrap();
-        let leased = srv.db.store.number_leases(&owner.number_id).await.unwrap()[0].last_activity;
+        let (v, session, number_id, leased) = leased_visit(&srv, key).await;
+        let number = v["numbers"][0]["number"].as_str().unwrap();
 
         tokio::time::sleep(std::time::Duration::from_millis(30)).await;
         let ping = json!({"site_key": key, "session_id": session}).to_string();
         let (s, h, p) = post(&srv, "/t/v1/ping", Some(ORIGIN), &ping).await;
         assert_eq!(s, 200);
         assert_eq!(h["access-control-allow-origin"], ORIGIN);
-        assert_eq!(p["numbers"][0]["number"], number.as_str());
+        assert_eq!(p["numbers"][0]["number"], number);
         assert_eq!(p["ping_s"], 30);
         // Written back within the flush interval.
-        let mut moved = false;
-        for _ in 0..40 {
-            let l = srv.db.store.number_leases(&owner.number_id).await.unwrap();
-            if l[0].last_activity > leased {
-                assert_eq!(l[0].hold_until - l[0].last_activity, 15 * 60_000);
-                moved = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        let moved = written_back(&srv, sid, &session, &number_id, leased).await;
         assert!(moved, "a heartbeat answered from memory never reached the store");
         let m = srv.http.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
         assert!(m.contains("calltrail_pings_total{path=\"memory\"} 1"), "{m}");
@@ -454,12 +480,7 @@ async fn page_loads_of_a_remembered_session_write_their_page_and_answer_from_mem
         let (_, site, _) = setup(&srv).await;
         let key = site["public_key"].as_str().unwrap();
         let sid = site["id"].as_str().unwrap();
-        let (_, _, first) = post(&srv, "/t/v1/visit", Some(ORIGIN), &visit_body(key, &json!({}))).await;
-        let session = first["session_id"].as_str().unwrap().to_owned();
-        let number = first["numbers"][0]["number"].as_str().unwrap().to_owned();
-        let owner = srv.db.store.number_owner(&number).await.unwrap().unwrap();
-        let leased = srv.db.store.number_leases(&owner.number_id).await.unwrap()[0].last_activity;
-        let started = srv.db.store.get_session(sid, &session).await.unwrap().last_activity;
+        let (first, session, number_id, leased) = leased_visit(&srv, key).await;
 
         tokio::time::sleep(std::time::Duration::from_millis(30)).await;
         let next = json!({"session_id": session, "visitor_id": first["visitor_id"], "url": "https://www.shop.example/sofas/red", "title": "Red sofa"});
@@ -479,17 +500,7 @@ async fn page_loads_of_a_remembered_session_write_their_page_and_answer_from_mem
         assert_eq!(pages[1..], [("pageview".to_owned(), "https://www.shop.example/sofas/red".to_owned()), ("form_open".to_owned(), "https://www.shop.example/sofas/red".to_owned())]);
         assert_eq!(srv.db.store.get_session(sid, &session).await.unwrap().page_count, 3);
         // The session's activity and its lease's hold move on with the heartbeats.
-        let mut moved = false;
-        for _ in 0..40 {
-            let l = srv.db.store.number_leases(&owner.number_id).await.unwrap();
-            let s = srv.db.store.get_session(sid, &session).await.unwrap();
-            if l[0].last_activity > leased && s.last_activity > started {
-                assert_eq!(l[0].hold_until - l[0].last_activity, 15 * 60_000);
-                moved = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        let moved = written_back(&srv, sid, &session, &number_id, leased).await;
         assert!(moved, "a page load answered from memory never moved the session on");
 
         // A session the store no longer has is not answered from memory: the page load
