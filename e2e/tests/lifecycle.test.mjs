@@ -308,7 +308,12 @@ test('a session that ran out (410 on ping) starts a new visit and keeps swapping
   const vid = decodeURIComponent((await cookie(context, '_ct_vid')).value);
   const sid = decodeURIComponent((await cookie(context, '_ct_sid')).value);
   env.ct.fault({ mode: 'gone', only: '/t/v1/ping', times: 1 });
-  assert.ok(await until(async () => (await env.ct.visits(key)).length === 2, 4000), 'a second visit');
+  // The proxy logs a request as it arrives and its status once answered: wait for both.
+  const answered = async () => {
+    const v = await env.ct.visits(key);
+    return v.length === 2 && v[1]._status != null;
+  };
+  assert.ok(await until(answered, 4000), 'a second visit, answered');
   const [, again] = await env.ct.visits(key);
   assert.equal(again.visitor_id, vid);
   assert.equal(again.session_id, undefined, 'the expired session is not sent again');
