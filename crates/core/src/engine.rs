@@ -27,6 +27,9 @@ pub const SESSION_TIMEOUT: Millis = 30 * MINUTE;
 /// simulator changed in the engine", 5).
 pub const REUSE_SAME_SOURCE_FACTOR: i64 = 2;
 
+mod picture;
+pub use picture::Picture;
+
 /// One lease of a pool number to a session, as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Lease {
@@ -201,30 +204,39 @@ pub fn allocate(
     //    unless every holder left less than half a hold ago.
     match policy {
         ExhaustionPolicy::Fallback => Allocation::Exhausted,
-        ExhaustionPolicy::Reuse => {
-            let live: Vec<(&Slot, &Lease)> = slots
-                .iter()
-                .filter_map(|s| s.live_at(now).map(|l| (s, l)))
-                .collect();
-            let idle_longest = |(a, la): &&(&Slot, &Lease), (b, lb): &&(&Slot, &Lease)| {
-                la.last_activity
-                    .cmp(&lb.last_activity)
-                    .then_with(|| a.number_id.cmp(&b.number_id))
-            };
-            let Some(oldest) = live.iter().min_by(idle_longest) else {
-                return Allocation::Exhausted;
-            };
-            let limit = REUSE_SAME_SOURCE_FACTOR * (oldest.1.hold_until - now).max(0);
-            let (slot, lease) = live
-                .iter()
-                .filter(|(_, l)| l.source == req.source && l.hold_until - now <= limit)
-                .min_by(idle_longest)
-                .unwrap_or(oldest);
-            Allocation::Reuse {
-                number_id: slot.number_id.clone(),
-                displaced: lease.id.clone(),
-            }
-        }
+        ExhaustionPolicy::Reuse => reuse(
+            slots.iter().filter_map(|s| s.live_at(now).map(|l| (s, l))),
+            req,
+            now,
+        ),
+    }
+}
+
+/// Step 4 of [`allocate`] under the `reuse` policy, over the pool's live leases (in any
+/// order: ties go to the smaller number id).
+fn reuse<'a>(
+    live: impl Iterator<Item = (&'a Slot, &'a Lease)>,
+    req: &Requester<'_>,
+    now: Millis,
+) -> Allocation {
+    let live: Vec<(&Slot, &Lease)> = live.collect();
+    let idle_longest = |(a, la): &&(&Slot, &Lease), (b, lb): &&(&Slot, &Lease)| {
+        la.last_activity
+            .cmp(&lb.last_activity)
+            .then_with(|| a.number_id.cmp(&b.number_id))
+    };
+    let Some(oldest) = live.iter().min_by(idle_longest) else {
+        return Allocation::Exhausted;
+    };
+    let limit = REUSE_SAME_SOURCE_FACTOR * (oldest.1.hold_until - now).max(0);
+    let (slot, lease) = live
+        .iter()
+        .filter(|(_, l)| l.source == req.source && l.hold_until - now <= limit)
+        .min_by(idle_longest)
+        .unwrap_or(oldest);
+    Allocation::Reuse {
+        number_id: slot.number_id.clone(),
+        displaced: lease.id.clone(),
     }
 }
 

@@ -495,7 +495,7 @@ async fn setup_site(db: &TestDb, n: usize) -> anyhow::Result<String> {
     let pool = store.create_pool(&account.id, &site.id, &pool_spec).await?;
     for i in 0..n {
         let spec = NumberSpec::parse(
-            &format!("+7495300{i:04}"),
+            &format!("+7495{:07}", 3_000_000 + i),
             region,
             "pool",
             Some(&pool.id),

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use calltrail_core::engine::{self, Allocation, Lease, Millis, Requester, Slot};
+use calltrail_core::engine::{self, Allocation, Lease, Millis, Picture, Requester, Slot};
 use calltrail_core::ExhaustionPolicy;
 use rand::Rng;
 
@@ -119,7 +119,7 @@ pub(crate) struct PoolsSeen {
 }
 
 pub(crate) struct PoolSeen {
-    slots: Vec<Slot>,
+    slots: Picture,
     numbers: HashMap<String, String>,
 }
 
@@ -195,17 +195,19 @@ impl Store {
             .iter()
             .map(|(session, at, hold)| (session.as_str(), (*at, *hold)))
             .collect();
-        for l in s
-            .pools
-            .values_mut()
-            .flat_map(|p| p.slots.iter_mut())
-            .filter_map(|slot| slot.latest.as_mut())
-        {
-            if let Some(&(at, hold)) = by_session.get(l.session_id.as_str()) {
-                // The write's own condition (`flush_heartbeats`).
-                if l.ended_at.is_none() && l.hold_until >= at && l.last_activity <= at {
-                    l.last_activity = at;
-                    l.hold_until = at + hold;
+        for p in s.pools.values_mut() {
+            for (session, &(at, hold)) in &by_session {
+                let positions: Vec<usize> = p.slots.session_positions(session).collect();
+                for i in positions {
+                    p.slots.update(i, |l| {
+                        // The write's own condition (`flush_heartbeats`).
+                        if let Some(l) = l.as_mut().filter(|l| {
+                            l.ended_at.is_none() && l.hold_until >= at && l.last_activity <= at
+                        }) {
+                            l.last_activity = at;
+                            l.hold_until = at + hold;
+                        }
+                    });
                 }
             }
         }
@@ -215,16 +217,13 @@ impl Store {
     pub(crate) fn seen_touch(&self, pool_id: &str, lease_id: &str, now: Millis, hold: Millis) {
         let (generation, picture) = self.seen_take(pool_id);
         if let Some(mut p) = picture {
-            if let Some(l) = p
-                .slots
-                .iter_mut()
-                .filter_map(|s| s.latest.as_mut())
-                .find(|l| l.id == lease_id)
-            {
-                if l.last_activity <= now {
-                    l.last_activity = now;
-                    l.hold_until = now + hold;
-                }
+            if let Some(i) = p.slots.lease_position(lease_id) {
+                p.slots.update(i, |l| {
+                    if let Some(l) = l.as_mut().filter(|l| l.last_activity <= now) {
+                        l.last_activity = now;
+                        l.hold_until = now + hold;
+                    }
+                });
             }
             self.seen_stage(generation, pool_id, p);
         }
@@ -713,20 +712,19 @@ impl Store {
                 held_before: held_before.get(a.visitor_id).unwrap_or(&none),
                 opens: !a.continuing,
             };
-            let alloc = engine::allocate(&slots, &req, pool.policy, now);
+            let alloc = slots.allocate(&req, pool.policy, now);
             let mut placed = match &alloc {
                 Allocation::Keep {
                     number_id,
                     lease_id,
                 } => {
-                    if let Some(l) = slots
-                        .iter_mut()
-                        .find(|s| &s.number_id == number_id)
-                        .and_then(|s| s.latest.as_mut())
-                        .filter(|l| l.last_activity <= now)
-                    {
-                        l.last_activity = now;
-                        l.hold_until = now + pool.hold();
+                    if let Some(i) = slots.position(number_id) {
+                        slots.update(i, |l| {
+                            if let Some(l) = l.as_mut().filter(|l| l.last_activity <= now) {
+                                l.last_activity = now;
+                                l.hold_until = now + pool.hold();
+                            }
+                        });
                     }
                     w.keep.push(lease_id.clone());
                     Placed {
@@ -751,8 +749,10 @@ impl Store {
                         hold_until: now + pool.hold(),
                         ended_at: None,
                     };
-                    let slot = slots.iter_mut().find(|s| &s.number_id == number_id);
-                    if let Some(prev) = slot.and_then(|s| s.latest.replace(lease.clone())) {
+                    let prev = slots
+                        .position(number_id)
+                        .and_then(|i| slots.update(i, |l| l.replace(lease.clone())));
+                    if let Some(prev) = prev {
                         w.end(&prev.id, now);
                     }
                     w.state.insert(number_id.clone(), lease.id.clone());
@@ -978,7 +978,7 @@ async fn candidates(
     held_before: &HashMap<String, Vec<String>>,
     now: Millis,
     whole: bool,
-) -> Result<(Vec<Slot>, HashMap<String, String>)> {
+) -> Result<(Picture, HashMap<String, String>)> {
     const FREE_ENDED: &str =
         "CASE WHEN {l}.ended_at IS NOT NULL AND {l}.ended_at < {l}.hold_until \
         THEN {l}.ended_at ELSE {l}.hold_until END";
@@ -1063,7 +1063,7 @@ async fn candidates(
         numbers.insert(number_id.clone(), number);
         slots.push(Slot { number_id, latest });
     }
-    Ok((slots, numbers))
+    Ok((Picture::new(slots), numbers))
 }
 
 /// Run a script that opens and commits its own transaction on the page-load writer's own
