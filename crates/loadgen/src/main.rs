@@ -38,6 +38,8 @@ const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (
 const SITE_ORIGIN: &str = "https://bench.example";
 const SITE_NUMBER: &str = "+74951234567";
 const FALLBACK: &str = "+74959999999";
+/// The fallback number of the fresh-number row's site (a number serves one site).
+const FRESH_FALLBACK: &str = "+74959999998";
 const SECTION: &str = "## Tracking endpoint throughput";
 /// Why the endpoints trail the bare handler, from profiling (perf) on the 2-core machine.
 const WHY: &str = "Where the time goes (perf, SQLite, visit rows): page loads are written in \
@@ -89,6 +91,10 @@ struct Args {
     /// first visits get a fresh number and the rest, once the pool is dry, the fallback.
     #[arg(long, default_value_t = 500)]
     pool_numbers: usize,
+    /// Numbers in the pool of a second site, where every new visitor of the fresh-number
+    /// row leases a never-used one (0: no such row).
+    #[arg(long, default_value_t = 20_000)]
+    fresh_numbers: usize,
     /// Sessions the ping phase cycles through (opened first, each holding a pool number).
     #[arg(long, default_value_t = 128)]
     ping_sessions: usize,
@@ -310,7 +316,11 @@ async fn worker(addr: SocketAddr, load: Load, id: usize, w: Window) -> anyhow::R
                     t.lat_us.push(
                         u32::try_from(done.duration_since(start).as_micros()).unwrap_or(u32::MAX),
                     );
-                    if matches!(load, Load::Visit { .. }) && contains(&body, FALLBACK.as_bytes()) {
+                    if matches!(load, Load::Visit { .. })
+                        && [FALLBACK, FRESH_FALLBACK]
+                            .iter()
+                            .any(|f| contains(&body, f.as_bytes()))
+                    {
                         t.fallback += 1;
                     }
                     t.first.get_or_insert(start);
@@ -357,15 +367,18 @@ async fn measure(
     for id in 0..concurrency {
         tasks.push(tokio::spawn(worker(addr, load.clone(), id, w.clone())));
     }
-    // CPU over the measured window, for time-bounded phases.
+    // CPU over the measured window: until its end, or for a phase bounded by requests,
+    // until its last answer (the workers below end it).
     let window = (w.measure_from, w.end);
+    let (done_tx, done_rx) = oneshot::channel::<()>();
     let cpu = tokio::spawn(async move {
-        if tickets.is_some() {
-            return None;
-        }
         tokio::time::sleep_until(window.0.into()).await;
         let a = (process_cpu()?, machine_cpu());
-        tokio::time::sleep_until(window.1.into()).await;
+        if tickets.is_some() {
+            let _ = done_rx.await;
+        } else {
+            tokio::time::sleep_until(window.1.into()).await;
+        }
         let b = (process_cpu()?, machine_cpu());
         let steal = match (a.1, b.1) {
             (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => {
@@ -392,6 +405,7 @@ async fn measure(
         all.last = all.last.max(t.last);
     }
     all.lat_us.sort_unstable();
+    let _ = done_tx.send(());
     let used = cpu.await?;
     all.cpu_s = used.map(|u| u.0);
     all.steal_pct = used.and_then(|u| u.1);
@@ -473,8 +487,9 @@ async fn start_calltrail(db: &TestDb) -> anyhow::Result<Running> {
     Ok(Running { addr, stop, done })
 }
 
-/// An account, a site on bench.example, a pool of `n` numbers and its fallback.
-async fn setup_site(db: &TestDb, n: usize) -> anyhow::Result<String> {
+/// An account, a site on bench.example, a pool of `n` numbers from `+7495` `first` on, and
+/// its fallback.
+async fn setup_site(db: &TestDb, n: usize, first: usize, fallback: &str) -> anyhow::Result<String> {
     let store = &db.store;
     let region = Region::parse("RU").map_err(|e| anyhow::anyhow!("{e}"))?;
     let account = store.create_account("Bench").await?;
@@ -495,7 +510,7 @@ async fn setup_site(db: &TestDb, n: usize) -> anyhow::Result<String> {
     let pool = store.create_pool(&account.id, &site.id, &pool_spec).await?;
     for i in 0..n {
         let spec = NumberSpec::parse(
-            &format!("+7495{:07}", 3_000_000 + i),
+            &format!("+7495{:07}", first + i),
             region,
             "pool",
             Some(&pool.id),
@@ -504,7 +519,7 @@ async fn setup_site(db: &TestDb, n: usize) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         store.create_number(&account.id, &site.id, &spec).await?;
     }
-    let spec = NumberSpec::parse(FALLBACK, region, "fallback", Some(&pool.id), None)
+    let spec = NumberSpec::parse(fallback, region, "fallback", Some(&pool.id), None)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     store.create_number(&account.id, &site.id, &spec).await?;
     Ok(site.public_key)
@@ -547,8 +562,13 @@ struct Plan {
     duration: Duration,
     concurrency: usize,
     pool: usize,
+    /// Numbers of the fresh-number site's pool.
+    fresh: usize,
     ping_sessions: usize,
 }
+
+/// Warm-up of the fresh-number row (its first visits read the new site and its pool).
+const FRESH_WARMUP: Duration = Duration::from_millis(300);
 
 /// Run the backend's phases: ping, visit while the pool has free numbers, visit on a dry pool.
 fn run_backend(
@@ -559,7 +579,20 @@ fn run_backend(
     plan: &Plan,
 ) -> anyhow::Result<Vec<Outcome>> {
     eprintln!("[{name}] setting up a site with {} pool numbers", plan.pool);
-    let key = server_rt.block_on(setup_site(db, plan.pool))?;
+    let key = server_rt.block_on(setup_site(db, plan.pool, 3_000_000, FALLBACK))?;
+    let fresh_key: Option<Arc<str>> = if plan.fresh > 0 {
+        eprintln!(
+            "[{name}] setting up a second site with {} pool numbers",
+            plan.fresh
+        );
+        Some(
+            server_rt
+                .block_on(setup_site(db, plan.fresh, 5_000_000, FRESH_FALLBACK))?
+                .into(),
+        )
+    } else {
+        None
+    };
     let srv = server_rt.block_on(start_calltrail(db))?;
     let key: Arc<str> = key.into();
     let mut out = Vec::new();
@@ -593,15 +626,17 @@ fn run_backend(
         let (secs, t) = phase(page, plan.warmup, None).await?;
         out.push(outcome(name, "visit (next page)", secs, t));
 
-        // Fresh numbers are bounded: the pool's free numbers, each visit leases one. The
-        // server is warm from the ping phase, so every visit of this phase is measured.
-        let free = plan.pool.saturating_sub(plan.ping_sessions) as i64;
-        if free > 0 {
-            eprintln!("[{name}] visit, {free} fresh numbers");
-            let visit = Load::Visit { key: key.clone() };
-            let (secs, t) = phase(visit, Duration::ZERO, Some(free)).await?;
+        // Fresh numbers are bounded by the second site's pool: each visit leases one, so the
+        // phase ends when they run out.
+        if let Some(fresh_key) = &fresh_key {
+            eprintln!("[{name}] visit, {} fresh numbers", plan.fresh);
+            let visit = Load::Visit {
+                key: fresh_key.clone(),
+            };
+            let (secs, t) = phase(visit, FRESH_WARMUP, Some(plan.fresh as i64)).await?;
             out.push(outcome(name, "visit (fresh number)", secs, t));
         }
+        // The first site's pool runs dry in the warm-up.
         eprintln!("[{name}] visit, pool dry");
         let visit = Load::Visit { key: key.clone() };
         let (secs, t) = phase(visit, plan.warmup, None).await?;
@@ -718,6 +753,9 @@ fn main() -> anyhow::Result<()> {
     if args.pool_numbers == 0 || args.pool_numbers > MAX_POOL {
         bail!("--pool-numbers must be 1..={MAX_POOL}");
     }
+    if args.fresh_numbers > MAX_POOL {
+        bail!("--fresh-numbers must be 0..={MAX_POOL}");
+    }
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let load_avg = std::fs::read_to_string("/proc/loadavg").map_or_else(
         |_| "unknown".to_owned(),
@@ -730,6 +768,7 @@ fn main() -> anyhow::Result<()> {
         duration: Duration::from_secs_f64(args.duration),
         concurrency: args.concurrency,
         pool: args.pool_numbers,
+        fresh: args.fresh_numbers,
         ping_sessions: args.ping_sessions.clamp(1, args.pool_numbers),
     };
     let pg_url = std::env::var("CALLTRAIL_BENCH_DATABASE_URL")
@@ -857,10 +896,12 @@ fn main() -> anyhow::Result<()> {
              The ping row cycles through {} sessions opened first, each holding a pool number; \
              \"visit (next page)\" loads another page in those sessions (a page view, the session \
              and its lease moved on). \
-             \"visit (fresh number)\" runs while the pool has free numbers (each visit leases one; \
-             bounded by the pool's size, no separate warm-up: the server is warm from the ping \
-             phase); \"visit (pool dry)\" comes after, when every new visitor is shown the fallback \
-             number, the steady state of a busy site.\n\
+             \"visit (pool dry)\" comes after, when the pool's free numbers went in its warm-up \
+             and every new visitor is shown the fallback number, the steady state of a busy site. \
+             \"visit (fresh number)\" runs on a second site whose pool has {} numbers, before the \
+             pool-dry row: every visit leases a never-used number, the first {:.1} s not measured, \
+             then measured until the numbers run out (from the first measured request to the last \
+             answer).\n\
              - Load average when the run began: {load_avg} (other jobs share this machine; \
              rerun for comparisons).\n\
              - The bare handler is a POST route on the same axum server stack without calltrail's \
@@ -875,6 +916,8 @@ fn main() -> anyhow::Result<()> {
             plan.duration.as_secs_f64(),
             plan.pool,
             plan.ping_sessions,
+            plan.fresh,
+            FRESH_WARMUP.as_secs_f64(),
         );
         let _ = writeln!(s, "{tbl}\n{targets}\n{WHY}");
         for n in &notes {

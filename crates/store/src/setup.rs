@@ -983,6 +983,22 @@ impl Store {
         .await?;
         rows.iter().map(number_row).collect()
     }
+
+    /// The site's numbers other than its pools' own (statics and fallbacks): what a site's
+    /// engine context needs. A pool may hold thousands of numbers; allocation reads those.
+    pub(crate) async fn site_numbers_not_pooled(
+        &self,
+        site_id: &str,
+    ) -> Result<Vec<TrackingNumber>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {NUMBER_COLS} FROM tracking_numbers WHERE site_id = $1 AND kind <> 'pool' \
+             ORDER BY id"
+        ))
+        .bind(site_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(number_row).collect()
+    }
 }
 
 impl Store {

@@ -129,7 +129,7 @@ impl Store {
     }
 
     pub async fn site_context_of(&self, site: Site) -> Result<SiteContext> {
-        let numbers = self.site_numbers(&site.id).await?;
+        let numbers = self.site_numbers_not_pooled(&site.id).await?;
         let pools = self
             .site_pools(&site.id)
             .await?
