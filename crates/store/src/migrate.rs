@@ -20,8 +20,8 @@ macro_rules! migrations {
     };
 }
 
-const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes", 8 "0008_exhaustion_in_row");
-const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes", 8 "0008_exhaustion_in_row");
+const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes", 8 "0008_exhaustion_in_row", 9 "0009_number_state_one_tree");
+const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes", 8 "0008_exhaustion_in_row", 9 "0009_number_state_one_tree");
 
 impl Store {
     /// Apply every migration not applied yet; returns the names applied now.
@@ -161,5 +161,68 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(code_columns, ["site_id", "track_code"]);
+    }
+
+    /// A database written before migration 0009 keeps every number's latest lease, in one
+    /// b-tree (no rowid, no index beside its key), and still refuses a second row for a number.
+    #[test]
+    fn migration_9_keeps_the_latest_leases_in_one_tree() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        for m in SQLITE.iter().filter(|m| m.version < 9) {
+            db.execute_batch(m.sql).unwrap();
+        }
+        db.execute_batch(
+            "INSERT INTO number_state (number_id, pool_id, lease_id) VALUES \
+             ('n1', 'p1', 'l1'), ('n2', 'p1', 'l2');",
+        )
+        .unwrap();
+        let nine = SQLITE.iter().find(|m| m.version == 9).unwrap();
+        db.execute_batch(nine.sql).unwrap();
+        let rows: Vec<(String, String, String)> = db
+            .prepare("SELECT number_id, pool_id, lease_id FROM number_state ORDER BY number_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let row = |n: &str, l: &str| (n.to_owned(), "p1".to_owned(), l.to_owned());
+        assert_eq!(rows, vec![row("n1", "l1"), row("n2", "l2")]);
+        let trees: Vec<String> = db
+            .prepare("SELECT name FROM sqlite_master WHERE tbl_name = 'number_state' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(trees, ["number_state"]);
+        let sql: String = db
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'number_state'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(sql.contains("WITHOUT ROWID"), "{sql}");
+        assert!(db
+            .execute(
+                "INSERT INTO number_state (number_id, pool_id, lease_id) VALUES ('n1', 'p1', 'l3')",
+                [],
+            )
+            .is_err());
+        // The upsert allocation writes moves a number on to its new lease.
+        db.execute(
+            "INSERT INTO number_state (number_id, pool_id, lease_id) VALUES ('n1', 'p1', 'l3') \
+             ON CONFLICT (number_id) DO UPDATE SET lease_id = excluded.lease_id",
+            [],
+        )
+        .unwrap();
+        let lease: String = db
+            .query_row(
+                "SELECT lease_id FROM number_state WHERE number_id = 'n1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(lease, "l3");
     }
 }
