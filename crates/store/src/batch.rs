@@ -195,10 +195,15 @@ impl Store {
             .iter()
             .map(|(session, at, hold)| (session.as_str(), (*at, *hold)))
             .collect();
+        // Every pool's leases against the beats (not every beat against every pool: a node
+        // may serve many pools, and a busy one thousands of beats a second).
         for p in s.pools.values_mut() {
-            for (session, &(at, hold)) in &by_session {
-                let positions: Vec<usize> = p.slots.session_positions(session).collect();
-                for i in positions {
+            for i in 0..p.slots.slots().len() {
+                let beat = p.slots.slots()[i]
+                    .latest
+                    .as_ref()
+                    .and_then(|l| by_session.get(l.session_id.as_str()));
+                if let Some(&(at, hold)) = beat {
                     p.slots.update(i, |l| {
                         // The write's own condition (`flush_heartbeats`).
                         if let Some(l) = l.as_mut().filter(|l| {
