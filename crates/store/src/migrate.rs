@@ -87,6 +87,16 @@ impl Store {
 mod tests {
     use super::SQLITE;
 
+    /// The first column of every row a query gives.
+    fn strings(db: &rusqlite::Connection, sql: &str) -> Vec<String> {
+        db.prepare(sql)
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     /// A database written before migration 0007 keeps every page view and exhaustion, and
     /// loses only the index entries nobody read.
     #[test]
@@ -134,16 +144,11 @@ mod tests {
                 Some("n9".to_owned())
             )
         );
-        let indexes: Vec<String> = db
-            .prepare(
-                "SELECT name FROM sqlite_master WHERE type = 'index' \
+        let indexes = strings(
+            &db,
+            "SELECT name FROM sqlite_master WHERE type = 'index' \
                  AND tbl_name IN ('page_views', 'exhaustions', 'sessions') ORDER BY name",
-            )
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        );
         assert_eq!(
             indexes,
             [
@@ -153,13 +158,10 @@ mod tests {
                 "sqlite_autoindex_sessions_1"
             ]
         );
-        let code_columns: Vec<String> = db
-            .prepare("SELECT name FROM pragma_index_info('sessions_code') ORDER BY seqno")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let code_columns = strings(
+            &db,
+            "SELECT name FROM pragma_index_info('sessions_code') ORDER BY seqno",
+        );
         assert_eq!(code_columns, ["site_id", "track_code"]);
     }
 
@@ -187,13 +189,10 @@ mod tests {
             .unwrap();
         let row = |n: &str, l: &str| (n.to_owned(), "p1".to_owned(), l.to_owned());
         assert_eq!(rows, vec![row("n1", "l1"), row("n2", "l2")]);
-        let trees: Vec<String> = db
-            .prepare("SELECT name FROM sqlite_master WHERE tbl_name = 'number_state' ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let trees = strings(
+            &db,
+            "SELECT name FROM sqlite_master WHERE tbl_name = 'number_state' ORDER BY name",
+        );
         assert_eq!(trees, ["number_state"]);
         let sql: String = db
             .query_row(
