@@ -63,6 +63,15 @@ impl Lease {
     pub fn taken_at(&self, now: Millis) -> bool {
         now <= self.end()
     }
+
+    /// The session was active at `at`: the hold runs from then. A request that read the
+    /// clock before the last activity does not move it back.
+    pub fn active_at(&mut self, at: Millis, hold: Millis) {
+        if self.last_activity <= at {
+            self.last_activity = at;
+            self.hold_until = at + hold;
+        }
+    }
 }
 
 /// A pool number and its latest lease.

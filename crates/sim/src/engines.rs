@@ -246,15 +246,10 @@ impl Calltrail {
                 let n = parse_key(number_id).unwrap_or(0);
                 if let Some(l) = parse_key(lease_id) {
                     let hold = self.hold;
-                    let lease = &mut self.leases[l as usize];
-                    if lease.last_activity <= now {
-                        lease.last_activity = now;
-                        lease.hold_until = now + hold;
-                    }
+                    self.leases[l as usize].active_at(now, hold);
                     if let Some(latest) = self.slots[n as usize].latest.as_mut() {
-                        if latest.id == *lease_id && latest.last_activity <= now {
-                            latest.last_activity = now;
-                            latest.hold_until = now + hold;
+                        if latest.id == *lease_id {
+                            latest.active_at(now, hold);
                         }
                     }
                 }

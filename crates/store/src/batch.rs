@@ -102,13 +102,15 @@ pub(crate) struct Placed {
 }
 
 /// What a pool looked like after the last committed allocation on SQLite: every number
-/// with its latest lease, and the numbers' E.164 forms. SQLite has one writer, this
+/// with its latest lease (an `engine::Picture`, which decides from indexes), and the
+/// numbers' E.164 forms. SQLite has one writer, this
 /// process, so what it committed is what the database holds, and reading the whole pool
 /// (hundreds of rows and joins) for every batch is work thrown away. Every transaction that
 /// uses a pool's picture takes it out first and puts the new one back only after it
-/// committed (a failed one leaves nothing, and the next one reads the pool again). Writes
-/// that change a pool otherwise (its numbers, heartbeats written back) forget every
-/// picture; a picture taken before such a write is not put back. PostgreSQL, where other
+/// committed (a failed one leaves nothing, and the next one reads the pool again).
+/// Heartbeats written back move the pictures' leases as they moved the rows
+/// ([`Store::seen_beats`]); other writes that change a pool (its numbers) forget every
+/// picture, and a picture taken before such a write is not put back. PostgreSQL, where other
 /// nodes write too, reads the pool every time.
 #[derive(Default)]
 pub(crate) struct PoolsSeen {
@@ -206,11 +208,11 @@ impl Store {
                 if let Some(&(at, hold)) = beat {
                     p.slots.update(i, |l| {
                         // The write's own condition (`flush_heartbeats`).
-                        if let Some(l) = l.as_mut().filter(|l| {
-                            l.ended_at.is_none() && l.hold_until >= at && l.last_activity <= at
-                        }) {
-                            l.last_activity = at;
-                            l.hold_until = at + hold;
+                        if let Some(l) = l
+                            .as_mut()
+                            .filter(|l| l.ended_at.is_none() && l.hold_until >= at)
+                        {
+                            l.active_at(at, hold);
                         }
                     });
                 }
@@ -223,12 +225,8 @@ impl Store {
         let (generation, picture) = self.seen_take(pool_id);
         if let Some(mut p) = picture {
             if let Some(i) = p.slots.lease_position(lease_id) {
-                p.slots.update(i, |l| {
-                    if let Some(l) = l.as_mut().filter(|l| l.last_activity <= now) {
-                        l.last_activity = now;
-                        l.hold_until = now + hold;
-                    }
-                });
+                p.slots
+                    .update(i, |l| l.as_mut().map(|l| l.active_at(now, hold)));
             }
             self.seen_stage(generation, pool_id, p);
         }
@@ -724,12 +722,7 @@ impl Store {
                     lease_id,
                 } => {
                     if let Some(i) = slots.position(number_id) {
-                        slots.update(i, |l| {
-                            if let Some(l) = l.as_mut().filter(|l| l.last_activity <= now) {
-                                l.last_activity = now;
-                                l.hold_until = now + pool.hold();
-                            }
-                        });
+                        slots.update(i, |l| l.as_mut().map(|l| l.active_at(now, pool.hold())));
                     }
                     w.keep.push(lease_id.clone());
                     Placed {

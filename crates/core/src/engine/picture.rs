@@ -291,12 +291,7 @@ mod tests {
                         match &got {
                             Allocation::Keep { number_id, .. } => {
                                 let at = p.position(number_id).expect("kept number");
-                                p.update(at, |l| {
-                                    if let Some(l) = l.as_mut().filter(|l| l.last_activity <= now) {
-                                        l.last_activity = now;
-                                        l.hold_until = now + hold;
-                                    }
-                                });
+                                p.update(at, |l| l.as_mut().map(|l| l.active_at(now, hold)));
                             }
                             Allocation::Regain { number_id }
                             | Allocation::Fresh { number_id }
@@ -326,11 +321,8 @@ mod tests {
                         let at: Vec<usize> = p.session_positions(&session).collect();
                         for i in at {
                             p.update(i, |l| {
-                                if let Some(l) = l.as_mut().filter(|l| {
-                                    l.ended_at.is_none() && l.hold_until >= at_time && l.last_activity <= at_time
-                                }) {
-                                    l.last_activity = at_time;
-                                    l.hold_until = at_time + hold;
+                                if let Some(l) = l.as_mut().filter(|l| l.ended_at.is_none() && l.hold_until >= at_time) {
+                                    l.active_at(at_time, hold);
                                 }
                             });
                         }
