@@ -55,7 +55,7 @@ the batch about a seventh. A visitor who gets a number also writes its lease (a 
 index entries) and the number's latest lease: the writer's batch takes about twice as long \
 (~260 µs for 7-8 visitors against ~125 µs), and the answer remembers the lease for the pings \
 and formats the number for display, which on the fresh-number row (every number shown for the \
-first time) is a tenth of the server threads' time; a number's display is formatted once per \
+first time) is an eighth of the server threads' time; a number's display is formatted once per \
 process. A next page of a session the node answered for lately is only its \
 page view (one multi-row insert, no read): the session's activity and its lease's hold move on \
 with the heartbeats, written back once a second (crates/server/src/heartbeat.rs), which is also \
@@ -576,7 +576,7 @@ struct Plan {
 /// Warm-up of the fresh-number row (its first visits read the new site and its pool).
 const FRESH_WARMUP: Duration = Duration::from_millis(300);
 
-/// Run the backend's phases: ping, visit while the pool has free numbers, visit on a dry pool.
+/// Run the backend's phases: ping, next page, fresh numbers (on the second site), pool dry.
 fn run_backend(
     name: &'static str,
     db: &TestDb,
