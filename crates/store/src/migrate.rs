@@ -87,6 +87,15 @@ impl Store {
 mod tests {
     use super::SQLITE;
 
+    /// An SQLite database in memory with the migrations before `version`.
+    fn migrated_before(version: i64) -> rusqlite::Connection {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        for m in SQLITE.iter().filter(|m| m.version < version) {
+            db.execute_batch(m.sql).unwrap();
+        }
+        db
+    }
+
     /// The first column of every row a query gives.
     fn strings(db: &rusqlite::Connection, sql: &str) -> Vec<String> {
         db.prepare(sql)
@@ -101,10 +110,7 @@ mod tests {
     /// loses only the index entries nobody read.
     #[test]
     fn migration_7_keeps_what_sqlite_held() {
-        let db = rusqlite::Connection::open_in_memory().unwrap();
-        for m in SQLITE.iter().filter(|m| m.version < 7) {
-            db.execute_batch(m.sql).unwrap();
-        }
+        let db = migrated_before(7);
         db.execute_batch(
             "INSERT INTO page_views (id, session_id, at, kind, url, title) VALUES \
              ('p1', 's1', 10, 'pageview', 'https://a.example/', 'A'), \
@@ -169,10 +175,7 @@ mod tests {
     /// b-tree (no rowid, no index beside its key), and still refuses a second row for a number.
     #[test]
     fn migration_9_keeps_the_latest_leases_in_one_tree() {
-        let db = rusqlite::Connection::open_in_memory().unwrap();
-        for m in SQLITE.iter().filter(|m| m.version < 9) {
-            db.execute_batch(m.sql).unwrap();
-        }
+        let db = migrated_before(9);
         db.execute_batch(
             "INSERT INTO number_state (number_id, pool_id, lease_id) VALUES \
              ('n1', 'p1', 'l1'), ('n2', 'p1', 'l2');",
