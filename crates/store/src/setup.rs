@@ -975,13 +975,7 @@ impl Store {
     }
 
     pub async fn site_numbers(&self, site_id: &str) -> Result<Vec<TrackingNumber>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {NUMBER_COLS} FROM tracking_numbers WHERE site_id = $1 ORDER BY id"
-        ))
-        .bind(site_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(number_row).collect()
+        self.site_numbers_where(site_id, "").await
     }
 
     /// The site's numbers other than its pools' own (statics and fallbacks): what a site's
@@ -990,9 +984,14 @@ impl Store {
         &self,
         site_id: &str,
     ) -> Result<Vec<TrackingNumber>> {
+        self.site_numbers_where(site_id, " AND kind <> 'pool'")
+            .await
+    }
+
+    /// The site's numbers, in id order, narrowed by `and` (SQL text of ours, no input).
+    async fn site_numbers_where(&self, site_id: &str, and: &str) -> Result<Vec<TrackingNumber>> {
         let rows = sqlx::query(&format!(
-            "SELECT {NUMBER_COLS} FROM tracking_numbers WHERE site_id = $1 AND kind <> 'pool' \
-             ORDER BY id"
+            "SELECT {NUMBER_COLS} FROM tracking_numbers WHERE site_id = $1{and} ORDER BY id"
         ))
         .bind(site_id)
         .fetch_all(&self.pool)

@@ -296,6 +296,19 @@ fn call(account: &str, ctx: &SiteContext, id: &str, to: &str, from: &str, at: i6
 }
 
 conformance! {
+    a_site_context_holds_its_static_numbers_and_fallbacks(store, db) {
+        let (_, ctx) = engine_site(store, 3, "fallback").await;
+        let statics: Vec<(&str, &str)> = ctx
+            .statics
+            .iter()
+            .map(|(_, number, source)| (number.as_str(), source.as_str()))
+            .collect();
+        assert_eq!(statics, [("+74952000098", "avito")]);
+        assert_eq!(ctx.pools.len(), 1);
+        let fallback = ctx.pools[0].fallback.as_ref().map(|(_, number)| number.as_str());
+        assert_eq!(fallback, Some("+74952000099"));
+    }
+
     allocation_keeps_regains_and_picks_least_recently_active(store, db) {
         let (_, ctx) = engine_site(store, 2, "fallback").await;
         let url = "https://shop.example/?utm_source=google&utm_medium=cpc";
