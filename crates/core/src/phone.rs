@@ -153,6 +153,12 @@ impl Phone {
     }
 }
 
+/// How a number given in E.164 is printed for visitors: its international format, or the
+/// text as given when it is not a valid E.164 number.
+pub fn display(e164: &str) -> String {
+    Phone::parse_e164(e164).map_or_else(|_| e164.to_owned(), |p| p.international())
+}
+
 /// Whether `nsn` is a valid national significant number under one of `metas`, by
 /// libphonenumber's metadata: it fits the general pattern and one number type.
 fn valid_nsn(metas: &[&phonenumber::Metadata], nsn: &str) -> bool {

@@ -14,7 +14,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use calltrail_core::Phone;
 use calltrail_store::engine::{NewPage, Shown};
 use calltrail_store::tracking::{
     clean_id, continuing_visit, new_session, SiteContext, VisitRequest,
@@ -324,7 +323,11 @@ fn numbers_out(ctx: &SiteContext, shown: &Shown) -> Vec<NumberOut> {
     let Some(number) = &shown.number else {
         return Vec::new();
     };
-    let display = display(number);
+    // The store reads each number's display form with it (migration 0010).
+    let display = shown
+        .display
+        .clone()
+        .unwrap_or_else(|| calltrail_core::phone::display(number));
     ctx.site
         .site_numbers
         .iter()
@@ -334,25 +337,6 @@ fn numbers_out(ctx: &SiteContext, shown: &Shown) -> Vec<NumberOut> {
             display: display.clone(),
         })
         .collect()
-}
-
-/// A number as the site prints it (`+7 495 123-45-67`), remembered per number: formatting
-/// by the numbering plan's rules costs more than the rest of the answer.
-fn display(number: &str) -> String {
-    static SHOWN: std::sync::LazyLock<Mutex<HashMap<String, String>>> =
-        std::sync::LazyLock::new(Default::default);
-    if let Some(d) = SHOWN.lock().ok().and_then(|m| m.get(number).cloned()) {
-        return d;
-    }
-    let d = Phone::parse_e164(number).map_or_else(|_| number.to_owned(), |p| p.international());
-    if let Ok(mut m) = SHOWN.lock() {
-        // Tracking numbers are few; a bound all the same.
-        if m.len() >= 100_000 {
-            m.clear();
-        }
-        m.insert(number.to_owned(), d.clone());
-    }
-    d
 }
 
 fn client_ip(headers: &HeaderMap, peer: SocketAddr) -> String {

@@ -19,8 +19,8 @@ use calltrail_core::ExhaustionPolicy;
 use rand::Rng;
 
 use crate::engine::{
-    lease_row, Live, NewPage, NewSession, PoolTarget, Shown, Target, LEASE_COLS, SESSION_COLS,
-    TRACK_CODE_LIFE,
+    lease_row, Live, NewPage, NewSession, PoolTarget, Printed, Shown, Target, LEASE_COLS,
+    SESSION_COLS, TRACK_CODE_LIFE,
 };
 use crate::script::{Conn, Row, Script};
 use crate::{id_at, new_id, Backend, Result, Store, StoreError};
@@ -65,7 +65,8 @@ struct Found {
 impl Found {
     /// What a continuing batch reads of each session, in the order [`Found::read`] takes.
     const COLS: &str = "s.id, s.visitor_id, s.source, s.track_code, s.pool_id, s.number_id, \
-        n.number, s.lease_id, s.site_id, s.last_activity, n.kind, l.ended_at, l.hold_until";
+        n.number, s.lease_id, s.site_id, s.last_activity, n.kind, l.ended_at, l.hold_until, \
+        n.display";
 
     /// A row of [`Found::COLS`], read by position: every page load of a live session comes
     /// here, and a column found by name is a search of the row's names.
@@ -78,7 +79,10 @@ impl Found {
                 track_code: r.at(3)?,
                 pool_id: r.at(4)?,
                 number_id: r.at(5)?,
-                number: r.at(6)?,
+                number: match r.at::<Option<String>>(6)? {
+                    Some(n) => Some(Printed::read(n, r.at(13)?)),
+                    None => None,
+                },
                 lease_id: r.at(7)?,
             },
             site_id: r.at(8)?,
@@ -94,8 +98,8 @@ impl Found {
 pub(crate) struct Placed {
     pub alloc: Allocation,
     pub number_id: Option<String>,
-    /// The E.164 form of `number_id`.
-    pub number: Option<String>,
+    /// The number `number_id` names.
+    pub number: Option<Printed>,
     pub lease_id: Option<String>,
     /// A new session met an exhausted pool: the outcome, kept in its row.
     pub exhausted: Option<&'static str>,
@@ -103,7 +107,7 @@ pub(crate) struct Placed {
 
 /// What a pool looked like after the last committed allocation on SQLite: every number
 /// with its latest lease (an `engine::Picture`, which decides from indexes), and the
-/// numbers' E.164 forms. SQLite has one writer, this
+/// numbers as visitors are shown them. SQLite has one writer, this
 /// process, so what it committed is what the database holds, and reading the whole pool
 /// (hundreds of rows and joins) for every batch is work thrown away. Every transaction that
 /// uses a pool's picture takes it out first and puts the new one back only after it
@@ -122,7 +126,7 @@ pub(crate) struct PoolsSeen {
 
 pub(crate) struct PoolSeen {
     slots: Picture,
-    numbers: HashMap<String, String>,
+    numbers: HashMap<String, Printed>,
 }
 
 impl Store {
@@ -526,6 +530,7 @@ impl Store {
             visitor_id: live.visitor_id.clone(),
             track_code: live.track_code.clone(),
             number: None,
+            display: None,
             allocation: None,
             is_bot: false,
             hold_ms: None,
@@ -563,7 +568,7 @@ impl Store {
                 }
                 self.seen_touch(&pool.pool_id, lease_id, now, pool.hold());
                 shown.hold_ms = Some(pool.hold());
-                shown.number.clone_from(&live.number);
+                shown.show(live.number.clone());
                 shown.allocation = Some(Allocation::Keep {
                     number_id: number_id.clone(),
                     lease_id: lease_id.clone(),
@@ -575,10 +580,11 @@ impl Store {
             }
             // A static number, or a session that keeps the site's own number.
             (None, _, _) => {
-                shown.number = live
-                    .number
-                    .clone()
-                    .filter(|_| kind.as_deref() == Some("static"));
+                shown.show(
+                    live.number
+                        .clone()
+                        .filter(|_| kind.as_deref() == Some("static")),
+                );
             }
         }
         Ok(shown)
@@ -615,6 +621,7 @@ impl Store {
                 visitor_id: s.visitor_id.clone(),
                 track_code: self.new_track_code(&s.site_id),
                 number: None,
+                display: None,
                 allocation: None,
                 hold_ms: None,
                 is_bot: s.is_bot,
@@ -627,7 +634,7 @@ impl Store {
                 Target::None => {}
                 Target::Static { number_id, number } => {
                     held[i].number_id = Some(number_id.clone());
-                    shown[i].number = Some(number.clone());
+                    shown[i].show(Some(number.clone()));
                 }
                 Target::Pool(p) => by_pool
                     .entry(&p.pool_id)
@@ -654,7 +661,7 @@ impl Store {
                 .await?;
             for (&i, p) in idx.iter().zip(placed) {
                 shown[i].hold_ms = (!matches!(p.alloc, Allocation::Exhausted)).then(|| pool.hold());
-                shown[i].number = p.number;
+                shown[i].show(p.number);
                 shown[i].allocation = Some(p.alloc);
                 held[i] = Held {
                     pool_id: Some(pool.pool_id.clone()),
@@ -976,7 +983,7 @@ async fn candidates(
     held_before: &HashMap<String, Vec<String>>,
     now: Millis,
     whole: bool,
-) -> Result<(Picture, HashMap<String, String>)> {
+) -> Result<(Picture, HashMap<String, Printed>)> {
     const FREE_ENDED: &str =
         "CASE WHEN {l}.ended_at IS NOT NULL AND {l}.ended_at < {l}.hold_until \
         THEN {l}.ended_at ELSE {l}.hold_until END";
@@ -995,7 +1002,7 @@ async fn candidates(
     held.dedup();
     let mut q = Script::new(backend);
     q.push(&format!(
-        "SELECT n.id AS number_id, n.number, {LEASE_COLS} FROM tracking_numbers n \
+        "SELECT n.id AS number_id, n.number, n.display, {LEASE_COLS} FROM tracking_numbers n \
          LEFT JOIN number_state st ON st.number_id = n.id \
          LEFT JOIN leases l ON l.id = st.lease_id WHERE n.pool_id = "
     ))
@@ -1051,7 +1058,7 @@ async fn candidates(
     let rows = conn
         .query(q, |r| {
             let number_id: String = r.get("number_id")?;
-            let number: String = r.get("number")?;
+            let number = Printed::read(r.get("number")?, r.get("display")?);
             Ok((number_id, number, lease_row(r)?))
         })
         .await?;

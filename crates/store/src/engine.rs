@@ -19,7 +19,7 @@ pub enum Target {
     /// Leave the site's own number.
     None,
     /// Show this static number.
-    Static { number_id: String, number: String },
+    Static { number_id: String, number: Printed },
     /// Lease a number from a pool.
     Pool(PoolTarget),
 }
@@ -29,13 +29,42 @@ pub struct PoolTarget {
     pub pool_id: String,
     pub hold_minutes: i64,
     pub policy: ExhaustionPolicy,
-    /// The pool's fallback number: `(id, E.164)`.
-    pub fallback: Option<(String, String)>,
+    /// The pool's fallback number: `(id, number)`.
+    pub fallback: Option<(String, Printed)>,
+}
+
+/// A tracking number as visitors are shown it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Printed {
+    /// E.164.
+    pub number: String,
+    /// As the site prints it (`+7 495 123-45-67`), written with the number (migration 0010).
+    pub display: String,
+}
+
+impl Printed {
+    /// A number and the display form read with it (see [`crate::displayed`]).
+    pub(crate) fn read(number: String, display: Option<String>) -> Self {
+        Self {
+            display: crate::displayed(&number, display),
+            number,
+        }
+    }
 }
 
 impl PoolTarget {
     pub(crate) fn hold(&self) -> Millis {
         self.hold_minutes * engine::MINUTE
+    }
+}
+
+impl crate::TrackingNumber {
+    /// The number as visitors are shown it.
+    pub fn printed(&self) -> Printed {
+        Printed {
+            number: self.number.clone(),
+            display: self.display.clone(),
+        }
     }
 }
 
@@ -90,6 +119,8 @@ pub struct Shown {
     pub track_code: String,
     /// The tracking number to show (E.164), `None` to keep the site's own.
     pub number: Option<String>,
+    /// How `number` is printed; there whenever `number` is.
+    pub display: Option<String>,
     pub allocation: Option<Allocation>,
     /// The hold of the pool whose number the session holds, when it holds one (a
     /// heartbeat can then be answered from memory and written back later).
@@ -187,6 +218,13 @@ pub(crate) fn session_row(r: &AnyRow) -> Result<Session> {
     })
 }
 
+impl Shown {
+    /// Show this number (or the site's own, `None`).
+    pub(crate) fn show(&mut self, number: Option<Printed>) {
+        (self.number, self.display) = number.map(|p| (p.number, p.display)).unzip();
+    }
+}
+
 /// A session's state inside a transaction.
 pub(crate) struct Live {
     pub id: String,
@@ -195,8 +233,8 @@ pub(crate) struct Live {
     pub track_code: String,
     pub pool_id: Option<String>,
     pub number_id: Option<String>,
-    /// The E.164 form of `number_id`, read with the session.
-    pub number: Option<String>,
+    /// The number `number_id` names, read with the session.
+    pub number: Option<Printed>,
     pub lease_id: Option<String>,
 }
 
@@ -259,7 +297,7 @@ impl Store {
                 .end();
         }
         shown.hold_ms = (!matches!(placed.alloc, Allocation::Exhausted)).then(|| pool.hold());
-        shown.number = placed.number;
+        shown.show(placed.number);
         shown.allocation = Some(placed.alloc);
         Ok(())
     }

@@ -392,6 +392,12 @@ pub fn now() -> jiff::Timestamp {
 }
 
 /// A fresh, time-ordered id.
+/// A number's display form as read with it; a row written without one (by a calltrail
+/// older than migration 0010, until the next start fills it) is formatted here.
+pub(crate) fn displayed(number: &str, display: Option<String>) -> String {
+    display.unwrap_or_else(|| calltrail_core::phone::display(number))
+}
+
 pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }

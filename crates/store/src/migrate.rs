@@ -20,8 +20,8 @@ macro_rules! migrations {
     };
 }
 
-const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes", 8 "0008_exhaustion_in_row", 9 "0009_number_state_one_tree");
-const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes", 8 "0008_exhaustion_in_row", 9 "0009_number_state_one_tree");
+const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes", 8 "0008_exhaustion_in_row", 9 "0009_number_state_one_tree", 10 "0010_number_display");
+const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes", 8 "0008_exhaustion_in_row", 9 "0009_number_state_one_tree", 10 "0010_number_display");
 
 impl Store {
     /// Apply every migration not applied yet; returns the names applied now.
@@ -73,6 +73,7 @@ impl Store {
                 tracing::info!(migration = m.name, backend = self.backend.as_str(), "applied migration");
                 done.push(m.name.to_owned());
             }
+            fill_displays(&mut conn).await?;
             Ok(done)
         }
         .await;
@@ -81,6 +82,25 @@ impl Store {
         }
         result
     }
+}
+
+/// Give every tracking number written without its display form (before migration 0010,
+/// or by an older calltrail sharing the database) the form it is shown in.
+async fn fill_displays(conn: &mut sqlx::AnyConnection) -> Result<()> {
+    let rows = sqlx::query("SELECT id, number FROM tracking_numbers WHERE display IS NULL")
+        .fetch_all(&mut *conn)
+        .await?;
+    for r in rows {
+        let id: String = r.try_get("id")?;
+        let number: String = r.try_get("number")?;
+        sqlx::query("UPDATE tracking_numbers SET display = $1 WHERE id = $2 AND number = $3")
+            .bind(calltrail_core::phone::display(&number))
+            .bind(&id)
+            .bind(&number)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

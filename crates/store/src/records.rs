@@ -88,6 +88,8 @@ pub struct TrackingNumber {
     pub site_id: String,
     /// E.164.
     pub number: String,
+    /// How visitors are shown it (`+7 495 123-45-67`).
+    pub display: String,
     /// `static`, `pool` or `fallback`.
     pub kind: String,
     pub pool_id: Option<String>,

@@ -89,6 +89,7 @@ fn number_row(r: &AnyRow) -> Result<TrackingNumber> {
     Ok(TrackingNumber {
         id: r.try_get("id")?,
         site_id: r.try_get("site_id")?,
+        display: crate::displayed(&r.try_get::<String, _>("number")?, r.try_get("display")?),
         number: r.try_get("number")?,
         kind: r.try_get("kind")?,
         pool_id: r.try_get("pool_id")?,
@@ -106,7 +107,8 @@ const POOL_COLS: &str = "id, site_id, name, hold_minutes, on_exhaustion, created
 const SOURCE_COLS: &str = "id, site_id, name, channel, description, created_at, updated_at";
 const RULE_COLS: &str =
     "id, site_id, priority, match_json, pool_id, number_id, swap, created_at, updated_at";
-const NUMBER_COLS: &str = "id, site_id, number, kind, pool_id, source, created_at, updated_at";
+const NUMBER_COLS: &str =
+    "id, site_id, number, display, kind, pool_id, source, created_at, updated_at";
 
 /// A table the store lists, gets and deletes in one shape of query.
 trait Resource: Sized {
@@ -736,12 +738,13 @@ impl Store {
         let now = crate::now();
         let id = new_id();
         sqlx::query(&format!(
-            "INSERT INTO tracking_numbers (account_id, {NUMBER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            "INSERT INTO tracking_numbers (account_id, {NUMBER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         ))
         .bind(account_id)
         .bind(&id)
         .bind(site_id)
         .bind(spec.number.as_str())
+        .bind(spec.number.international())
         .bind(spec.kind.as_str())
         .bind(spec.pool_id.clone())
         .bind(spec.source.clone())
@@ -780,14 +783,15 @@ impl Store {
         self.check_number(account_id, &current.site_id, spec, Some(id))
             .await?;
         sqlx::query(
-            "UPDATE tracking_numbers SET number = $1, kind = $2, pool_id = $3, source = $4, updated_at = $5 \
-             WHERE account_id = $6 AND id = $7",
+            "UPDATE tracking_numbers SET number = $1, kind = $2, pool_id = $3, source = $4, updated_at = $5, \
+             display = $6 WHERE account_id = $7 AND id = $8",
         )
         .bind(spec.number.as_str())
         .bind(spec.kind.as_str())
         .bind(spec.pool_id.clone())
         .bind(spec.source.clone())
         .bind(ms(crate::now()))
+        .bind(spec.number.international())
         .bind(account_id)
         .bind(id)
         .execute(&self.pool)

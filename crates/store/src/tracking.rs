@@ -8,7 +8,7 @@ use calltrail_core::traffic::{self, Touch};
 use calltrail_core::{Domain, ExhaustionPolicy, NumberKind};
 
 use crate::calls::{Attribution, CallEvent, CallEventKind};
-use crate::engine::{NewPage, NewSession, PoolTarget, Shown, Target};
+use crate::engine::{NewPage, NewSession, PoolTarget, Printed, Shown, Target};
 use crate::{Call, Continuing, Result, Site, Store, StoreError};
 
 /// Everything the engine needs to know about a site, loaded once and cached by the server.
@@ -18,8 +18,8 @@ pub struct SiteContext {
     pub domains: Vec<Domain>,
     pub rules: Vec<Rule>,
     pub pools: Vec<PoolTarget>,
-    /// Static numbers: `(id, E.164, source)`.
-    pub statics: Vec<(String, String, String)>,
+    /// Static numbers: `(id, number, source)`.
+    pub statics: Vec<(String, Printed, String)>,
 }
 
 /// What the snippet sends with a page load.
@@ -108,7 +108,7 @@ impl SiteContext {
             .map_or(Target::None, |p| Target::Pool(p.clone()))
     }
 
-    fn static_target(&self, pick: impl Fn(&(String, String, String)) -> bool) -> Target {
+    fn static_target(&self, pick: impl Fn(&(String, Printed, String)) -> bool) -> Target {
         self.statics
             .iter()
             .find(|s| pick(s))
@@ -138,7 +138,7 @@ impl Store {
                 fallback: numbers
                     .iter()
                     .find(|n| n.kind == "fallback" && n.pool_id.as_deref() == Some(p.id.as_str()))
-                    .map(|n| (n.id.clone(), n.number.clone())),
+                    .map(|n| (n.id.clone(), n.printed())),
                 policy: p
                     .on_exhaustion
                     .parse()
@@ -153,7 +153,7 @@ impl Store {
             .map(|n| {
                 (
                     n.id.clone(),
-                    n.number.clone(),
+                    n.printed(),
                     n.source.clone().unwrap_or_default(),
                 )
             })

@@ -159,6 +159,7 @@ conformance! {
         let st = store.create_number(&a.id, &site.id, &NumberSpec::parse("+74950000005", ru(), "static", None, Some("avito")).unwrap()).await.unwrap();
         let st = store.update_number(&a.id, &st.id, &NumberSpec::parse("+74950000006", ru(), "static", None, Some("billboard")).unwrap()).await.unwrap();
         assert_eq!(st.number, "+74950000006");
+        assert_eq!(st.display, "+7 495 000-00-06", "the display form follows the number");
         assert_eq!(st.source.as_deref(), Some("billboard"));
         assert_eq!(store.list_numbers(&a.id, &site.id, None, 100).await.unwrap().items.len(), 3);
         assert!(store.list_numbers(&b.id, &site.id, None, 100).await.is_err());
@@ -298,15 +299,42 @@ fn call(account: &str, ctx: &SiteContext, id: &str, to: &str, from: &str, at: i6
 conformance! {
     a_site_context_holds_its_static_numbers_and_fallbacks(store, db) {
         let (_, ctx) = engine_site(store, 3, "fallback").await;
-        let statics: Vec<(&str, &str)> = ctx
+        let statics: Vec<(&str, &str, &str)> = ctx
             .statics
             .iter()
-            .map(|(_, number, source)| (number.as_str(), source.as_str()))
+            .map(|(_, n, source)| (n.number.as_str(), n.display.as_str(), source.as_str()))
             .collect();
-        assert_eq!(statics, [("+74952000098", "avito")]);
+        assert_eq!(statics, [("+74952000098", "+7 495 200-00-98", "avito")]);
         assert_eq!(ctx.pools.len(), 1);
-        let fallback = ctx.pools[0].fallback.as_ref().map(|(_, number)| number.as_str());
-        assert_eq!(fallback, Some("+74952000099"));
+        let fallback = ctx.pools[0].fallback.as_ref().map(|(_, n)| (n.number.as_str(), n.display.as_str()));
+        assert_eq!(fallback, Some(("+74952000099", "+7 495 200-00-99")));
+    }
+
+    numbers_written_without_their_display_get_it(store, db) {
+        let (_, ctx) = engine_site(store, 2, "fallback").await;
+        // Rows as a calltrail before migration 0010 (or an older node) wrote them.
+        let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        sqlx::query("UPDATE tracking_numbers SET display = NULL").execute(&pool).await.unwrap();
+        let url = "https://shop.example/?utm_source=google&utm_medium=cpc";
+        let a = store.visit(&ctx, &visit_req(url, None), T0).await.unwrap();
+        assert_eq!(a.number.as_deref(), Some("+74952000001"));
+        assert_eq!(a.display.as_deref(), Some("+7 495 200-00-01"), "formatted when the row has none");
+        let listed = store.list_numbers(&ctx.site.account_id, &ctx.site.id, None, 10).await.unwrap().items;
+        assert!(listed.iter().all(|n| n.display.starts_with("+7 495 200-00-")), "{listed:?}");
+        // The next start fills them in.
+        store.migrate().await.unwrap();
+        let mut stored: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT number, display FROM tracking_numbers ORDER BY number")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        stored.retain(|(n, _)| n.starts_with("+7495200"));
+        let want: Vec<(String, Option<String>)> = ["01", "02", "98", "99"]
+            .iter()
+            .map(|d| (format!("+749520000{d}"), Some(format!("+7 495 200-00-{d}"))))
+            .collect();
+        assert_eq!(stored, want);
     }
 
     allocation_keeps_regains_and_picks_least_recently_active(store, db) {
@@ -316,18 +344,25 @@ conformance! {
         let b = store.visit(&ctx, &visit_req(url, None), T0 + MINUTE).await.unwrap();
         assert!(matches!(a.allocation, Some(Allocation::Fresh { .. })), "{a:?}");
         assert_ne!(a.number, b.number, "two live visitors share a number");
+        // Each number comes with how it is printed.
+        let printed = |s: &Shown| s.number.as_deref().map(|n| format!("+7 495 200-00-{}", &n[10..]));
+        assert_eq!(a.display, printed(&a));
+        assert_eq!(b.display, printed(&b));
         assert_eq!(a.track_code.len(), 5);
         assert_ne!(a.track_code, b.track_code);
         // A's next page keeps A's number; so does a heartbeat.
         let a2 = store.visit(&ctx, &visit_req(url, Some(&a)), T0 + 5 * MINUTE).await.unwrap();
         assert_eq!((a2.session_id.as_str(), a2.number.as_deref()), (a.session_id.as_str(), a.number.as_deref()));
         assert!(matches!(a2.allocation, Some(Allocation::Keep { .. })));
+        assert_eq!(a2.display, a.display);
         let hb = store.heartbeat(&ctx, &a.session_id, T0 + 10 * MINUTE).await.unwrap().unwrap();
         assert_eq!(hb.number, a.number);
+        assert_eq!(hb.display, a.display);
         // Both numbers are held: a third visitor meets exhaustion and sees the fallback.
         let c = store.visit(&ctx, &visit_req(url, None), T0 + 11 * MINUTE).await.unwrap();
         assert_eq!(c.allocation, Some(Allocation::Exhausted));
         assert_eq!(c.number.as_deref(), Some("+74952000099"));
+        assert_eq!(c.display.as_deref(), Some("+7 495 200-00-99"));
         assert_eq!(store.exhaustion_counts(&ctx.site.id, 0).await.unwrap()[0].1, 1);
         // B went quiet at T0+1m with a 15 min hold; at T0+20m B's number is free, A's is not
         // (A's heartbeat at +10m holds it to +25m).
@@ -367,10 +402,11 @@ conformance! {
         // Its next page keeps it.
         let v2 = store.visit(&ctx, &visit_req("https://shop.example/b", Some(&v)), T0 + MINUTE).await.unwrap();
         assert_eq!(v2.number.as_deref(), Some("+74952000098"));
+        assert_eq!((v.display.as_deref(), v2.display.as_deref()), (Some("+7 495 200-00-98"), Some("+7 495 200-00-98")));
         // A bot gets no pool number and is recorded as a bot.
         let bot = VisitRequest { user_agent: Some("Mozilla/5.0 (compatible; YandexBot/3.0)".into()), ..visit_req("https://shop.example/", None) };
         let b = store.visit(&ctx, &bot, T0).await.unwrap();
-        assert_eq!(b.number, None);
+        assert_eq!((b.number.as_deref(), b.display.as_deref()), (None, None));
         assert!(b.is_bot);
         assert!(store.get_session(&ctx.site.id, &b.session_id).await.unwrap().is_bot);
     }
