@@ -5,8 +5,9 @@
 //! of hundreds of numbers that scan (and comparing number ids to break ties) was most of the
 //! cost of giving a new visitor a number, and it grew with the pool. [`Picture::allocate`]
 //! makes the same decision through indexes: the session's own lease by session, a number
-//! held before by id, a never-used number as the first of an ordered set, and the free
-//! numbers from the leases ordered by when they end (only those that ended are looked at).
+//! held before by id, a never-used number as the first of an ordered set, and a free one
+//! as the first of the leases that ended, ordered by when they were last active (overall
+//! and per source). A lease joins those once, when the clock first passes its end.
 //! Only the `reuse` policy on a pool with no free number still looks at every live lease.
 
 use std::collections::{BTreeSet, HashMap};
@@ -30,6 +31,14 @@ pub struct Picture {
     never_used: BTreeSet<usize>,
     /// Positions with a lease, by when that lease ends ([`Lease::end`]).
     by_end: BTreeSet<(Millis, usize)>,
+    /// Every lease in `by_end` before `(settled_before, 0)`, that is whose end is before
+    /// that time, has been settled: it is in `settled` and in its source's set, by
+    /// `(last_activity, position)`, the order in which `allocate` takes free numbers. The
+    /// mark only moves on; an ask with an earlier clock skips the settled leases that had
+    /// not ended by then.
+    settled_before: Millis,
+    settled: BTreeSet<(Millis, usize)>,
+    settled_by_source: HashMap<String, BTreeSet<(Millis, usize)>>,
 }
 
 impl Picture {
@@ -40,6 +49,7 @@ impl Picture {
         let mut p = Self {
             by_number: HashMap::with_capacity(slots.len()),
             slots,
+            settled_before: Millis::MIN,
             ..Self::default()
         };
         for i in 0..p.slots.len() {
@@ -89,6 +99,13 @@ impl Picture {
             Some(l) => {
                 debug_assert!(l.last_activity > Millis::MIN);
                 self.by_end.insert((l.end(), i));
+                if l.end() < self.settled_before {
+                    self.settled.insert((l.last_activity, i));
+                    self.settled_by_source
+                        .entry(l.source.clone())
+                        .or_default()
+                        .insert((l.last_activity, i));
+                }
                 self.by_lease.insert(l.id.clone(), i);
                 self.by_session
                     .entry(l.session_id.clone())
@@ -105,6 +122,15 @@ impl Picture {
             }
             Some(l) => {
                 self.by_end.remove(&(l.end(), i));
+                if l.end() < self.settled_before {
+                    self.settled.remove(&(l.last_activity, i));
+                    if let Some(set) = self.settled_by_source.get_mut(&l.source) {
+                        set.remove(&(l.last_activity, i));
+                        if set.is_empty() {
+                            self.settled_by_source.remove(&l.source);
+                        }
+                    }
+                }
                 if self.by_lease.get(&l.id) == Some(&i) {
                     self.by_lease.remove(&l.id);
                 }
@@ -118,13 +144,44 @@ impl Picture {
         }
     }
 
-    /// What [`allocate`](super::allocate) decides over [`Picture::slots`].
+    /// Settle the leases that ended before `now` (see `settled_before`).
+    fn settle(&mut self, now: Millis) {
+        if now <= self.settled_before {
+            return;
+        }
+        let ended: Vec<usize> = self
+            .by_end
+            .range((self.settled_before, 0)..(now, 0))
+            .map(|&(_, i)| i)
+            .collect();
+        self.settled_before = now;
+        for i in ended {
+            if let Some(l) = &self.slots[i].latest {
+                self.settled.insert((l.last_activity, i));
+                self.settled_by_source
+                    .entry(l.source.clone())
+                    .or_default()
+                    .insert((l.last_activity, i));
+            }
+        }
+    }
+
+    /// The first of `set` (settled leases in `allocate`'s order) that is free at `now`.
+    fn first_free(&self, set: Option<&BTreeSet<(Millis, usize)>>, now: Millis) -> Option<usize> {
+        set?.iter()
+            .map(|&(_, i)| i)
+            .find(|&i| self.slots[i].latest.as_ref().is_some_and(|l| l.end() < now))
+    }
+
+    /// What [`allocate`](super::allocate) decides over [`Picture::slots`]. It takes `&mut`
+    /// only to settle the leases that ended since the last ask; the slots stay as they are.
     pub fn allocate(
-        &self,
+        &mut self,
         req: &Requester<'_>,
         policy: ExhaustionPolicy,
         now: Millis,
     ) -> Allocation {
+        self.settle(now);
         let number = |i: usize| self.slots[i].number_id.clone();
         // 1. The session's live lease (the first in number order, as a scan finds it).
         if !req.opens {
@@ -159,22 +216,10 @@ impl Picture {
                 number_id: number(i),
             };
         }
-        let mut lra: Option<(Millis, usize)> = None;
-        let mut same: Option<(Millis, usize)> = None;
-        for &(_, i) in self.by_end.range(..(now, 0)) {
-            let Some(l) = &self.slots[i].latest else {
-                continue;
-            };
-            let key = (l.last_activity, i);
-            if lra.is_none_or(|k| key < k) {
-                lra = Some(key);
-            }
-            if l.source == req.source && same.is_none_or(|k| key < k) {
-                same = Some(key);
-            }
-        }
-        if let Some((_, i)) = lra {
-            let pick = same.map_or(i, |(_, j)| j);
+        if let Some(i) = self.first_free(Some(&self.settled), now) {
+            let pick = self
+                .first_free(self.settled_by_source.get(req.source), now)
+                .unwrap_or(i);
             return Allocation::Fresh {
                 number_id: number(pick),
             };
