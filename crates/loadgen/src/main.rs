@@ -25,6 +25,7 @@ use calltrail_core::setup::{NumberSpec, PoolSpec, SiteInput, SiteSpec};
 use calltrail_core::Region;
 use calltrail_server::{AppState, ServerConfig};
 use calltrail_store::testing::{self, TestDb};
+use calltrail_store::tracking::{self, VisitRequest};
 use clap::{Parser, ValueEnum};
 use http_body_util::{BodyExt as _, Full};
 use hyper::header::{CONTENT_TYPE, HOST, ORIGIN, USER_AGENT};
@@ -40,6 +41,11 @@ const SITE_NUMBER: &str = "+74951234567";
 const FALLBACK: &str = "+74959999999";
 /// The fallback number of the fresh-number row's site (a number serves one site).
 const FRESH_FALLBACK: &str = "+74959999998";
+/// The fallback number of the returning-number row's site.
+const RETURNING_FALLBACK: &str = "+74959999997";
+/// How long before the run the returning-number row's numbers were last shown: their
+/// 15 min hold is long over.
+const RETURNING_AGO_MS: i64 = 2 * 3600 * 1000;
 const SECTION: &str = "## Tracking endpoint throughput";
 /// Why the endpoints trail the bare handler, from profiling (perf) on the 2-core machine.
 const WHY: &str = "Where the time goes (perf, SQLite, visit rows): page loads are written in \
@@ -101,6 +107,11 @@ struct Args {
     /// row leases a never-used one (0: no such row).
     #[arg(long, default_value_t = 20_000)]
     fresh_numbers: usize,
+    /// Numbers in the pool of a third site, each shown to a visitor two hours before the
+    /// run, so that every new visitor of its row gets a number back after its hold, as
+    /// pools do once they have run a day (0: no such row).
+    #[arg(long, default_value_t = 20_000)]
+    returning_numbers: usize,
     /// Sessions the ping phase cycles through (opened first, each holding a pool number).
     #[arg(long, default_value_t = 128)]
     ping_sessions: usize,
@@ -531,6 +542,35 @@ async fn setup_site(db: &TestDb, n: usize, first: usize, fallback: &str) -> anyh
     Ok(site.public_key)
 }
 
+/// Show each of the site's `n` pool numbers to a new visitor two hours ago, through the store
+/// as page loads then would have been (in batches, a millisecond apart): their holds ran out
+/// long before the run.
+async fn lease_long_ago(db: &TestDb, key: &str, n: usize) -> anyhow::Result<()> {
+    let store = &db.store;
+    let ctx = store
+        .site_context(key)
+        .await?
+        .context("the returning-number site")?;
+    let req = VisitRequest {
+        url: "https://bench.example/sofas?utm_source=google&utm_medium=cpc".to_owned(),
+        user_agent: Some(UA.to_owned()),
+        ..VisitRequest::default()
+    };
+    let at = jiff::Timestamp::now().as_millisecond() - RETURNING_AGO_MS;
+    let mut leased = 0;
+    for (i, start) in (0..n).step_by(256).enumerate() {
+        let batch: Vec<_> = (start..n.min(start + 256))
+            .map(|_| tracking::new_session(&ctx, &req))
+            .collect();
+        let shown = store.open_sessions(&batch, at + i as i64).await?;
+        leased += shown.iter().filter(|s| s.hold_ms.is_some()).count();
+    }
+    if leased != n {
+        bail!("showing the returning site's numbers leased {leased} of {n}");
+    }
+    Ok(())
+}
+
 /// Open `n` sessions (each a new visitor holding a pool number) for the ping phase.
 async fn open_sessions(addr: SocketAddr, key: &str, n: usize) -> anyhow::Result<Vec<String>> {
     let mut sender = connect(addr).await?;
@@ -570,6 +610,8 @@ struct Plan {
     pool: usize,
     /// Numbers of the fresh-number site's pool.
     fresh: usize,
+    /// Numbers of the returning-number site's pool.
+    returning: usize,
     ping_sessions: usize,
 }
 
@@ -596,6 +638,22 @@ fn run_backend(
                 .block_on(setup_site(db, plan.fresh, 5_000_000, FRESH_FALLBACK))?
                 .into(),
         )
+    } else {
+        None
+    };
+    let returning_key: Option<Arc<str>> = if plan.returning > 0 {
+        eprintln!(
+            "[{name}] setting up a third site with {} pool numbers, each shown two hours ago",
+            plan.returning
+        );
+        let key = server_rt.block_on(setup_site(
+            db,
+            plan.returning,
+            7_000_000,
+            RETURNING_FALLBACK,
+        ))?;
+        server_rt.block_on(lease_long_ago(db, &key, plan.returning))?;
+        Some(key.into())
     } else {
         None
     };
@@ -641,6 +699,15 @@ fn run_backend(
             };
             let (secs, t) = phase(visit, FRESH_WARMUP, Some(plan.fresh as i64)).await?;
             out.push(outcome(name, "visit (fresh number)", secs, t));
+        }
+        // Likewise bounded: each visit takes one of the numbers back.
+        if let Some(returning_key) = &returning_key {
+            eprintln!("[{name}] visit, {} numbers back after hold", plan.returning);
+            let visit = Load::Visit {
+                key: returning_key.clone(),
+            };
+            let (secs, t) = phase(visit, FRESH_WARMUP, Some(plan.returning as i64)).await?;
+            out.push(outcome(name, "visit (number back after hold)", secs, t));
         }
         // The first site's pool runs dry in the warm-up.
         eprintln!("[{name}] visit, pool dry");
@@ -759,8 +826,8 @@ fn main() -> anyhow::Result<()> {
     if args.pool_numbers == 0 || args.pool_numbers > MAX_POOL {
         bail!("--pool-numbers must be 1..={MAX_POOL}");
     }
-    if args.fresh_numbers > MAX_POOL {
-        bail!("--fresh-numbers must be 0..={MAX_POOL}");
+    if args.fresh_numbers > MAX_POOL || args.returning_numbers > MAX_POOL {
+        bail!("--fresh-numbers and --returning-numbers must be 0..={MAX_POOL}");
     }
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let load_avg = std::fs::read_to_string("/proc/loadavg").map_or_else(
@@ -775,6 +842,7 @@ fn main() -> anyhow::Result<()> {
         concurrency: args.concurrency,
         pool: args.pool_numbers,
         fresh: args.fresh_numbers,
+        returning: args.returning_numbers,
         ping_sessions: args.ping_sessions.clamp(1, args.pool_numbers),
     };
     let pg_url = std::env::var("CALLTRAIL_BENCH_DATABASE_URL")
