@@ -55,16 +55,14 @@ an SQLite connection of its own (rusqlite, on the SQLite library sqlx uses) on t
 (crates/store/src/batch.rs, script.rs). A new visitor's batch is decided in memory from a picture \
 of the pool that the last commit left (`engine::Picture`: indexes, so a decision costs the same \
 for a pool of 500 or 20 000 numbers), and writes the session row (an exhaustion included) and \
-its index entries: about a dozen WAL pages a commit, whose two pwrite calls each are about a \
+its index entries: for a batch of 8 about 8 WAL pages, whose two pwrite calls each are about a \
 quarter of the writer thread; binding the arguments (SQLite copies each string) about a tenth, planning \
 the batch about a seventh. A visitor who gets a number also writes its lease (a row and three \
-index entries) and the number's latest lease: the writer's batch takes about twice as long \
-(~260 µs for 7-8 visitors against ~125 µs), and the answer remembers the lease for the pings \
-and formats the number for display, which on the fresh-number row (every number shown for the \
-first time) is an eighth of the server threads' time; a number's display is formatted once per \
-process. A next page of a session the node answered for lately is only its \
-page view (one multi-row insert, no read): the session's activity and its lease's hold move on \
-with the heartbeats, written back once a second (crates/server/src/heartbeat.rs), which is also \
+index entries) and the number's latest lease: about 23 WAL pages for a batch of 8, so the writer's \
+batch takes about twice as long, and the answer remembers the lease for the pings (the number's \
+display form is read with it, written when the number was). A next page of a session the \
+node answered for lately is only its page view (one multi-row insert, no read): the session's \
+activity and its lease's hold move on with the heartbeats, written back once a second (crates/server/src/heartbeat.rs), which is also \
 how the ping row is answered (from memory). Under the closed loop of 32 connections batches are \
 7-10 page loads and the CPU is not saturated (a fifth to a third idle): a new visitor's round \
 trip of ~1.1 ms is ~0.2 ms waiting for the writer, ~0.2 ms its batch, ~0.3 ms until its handler \
@@ -975,7 +973,10 @@ fn main() -> anyhow::Result<()> {
              \"visit (fresh number)\" runs on a second site whose pool has {} numbers, before the \
              pool-dry row: every visit leases a never-used number, the first {:.1} s not measured, \
              then measured until the numbers run out (from the first measured request to the last \
-             answer).\n\
+             answer). \"visit (number back after hold)\" runs the same way on a third site whose {} \
+             numbers were each shown to a visitor two hours before (their holds long over): every \
+             visit takes back the number idle the longest and ends its last lease, as a pool does \
+             once it has run a day.\n\
              - Load average when the run began: {load_avg} (other jobs share this machine; \
              rerun for comparisons).\n\
              - The bare handler is a POST route on the same axum server stack without calltrail's \
@@ -992,6 +993,7 @@ fn main() -> anyhow::Result<()> {
             plan.ping_sessions,
             plan.fresh,
             FRESH_WARMUP.as_secs_f64(),
+            plan.returning,
         );
         let _ = writeln!(s, "{tbl}\n{targets}\n{WHY}");
         for n in &notes {
