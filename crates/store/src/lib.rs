@@ -391,13 +391,13 @@ pub fn now() -> jiff::Timestamp {
     from_ms(jiff::Timestamp::now().as_millisecond())
 }
 
-/// A fresh, time-ordered id.
 /// A number's display form as read with it; a row written without one (by a calltrail
 /// older than migration 0010, until the next start fills it) is formatted here.
 pub(crate) fn displayed(number: &str, display: Option<String>) -> String {
     display.unwrap_or_else(|| calltrail_core::phone::display(number))
 }
 
+/// A fresh, time-ordered id.
 pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }

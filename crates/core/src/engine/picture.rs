@@ -92,6 +92,7 @@ impl Picture {
     }
 
     fn index(&mut self, i: usize) {
+        let mut ended = false;
         match &self.slots[i].latest {
             None => {
                 self.never_used.insert(i);
@@ -99,19 +100,27 @@ impl Picture {
             Some(l) => {
                 debug_assert!(l.last_activity > Millis::MIN);
                 self.by_end.insert((l.end(), i));
-                if l.end() < self.settled_before {
-                    self.settled.insert((l.last_activity, i));
-                    self.settled_by_source
-                        .entry(l.source.clone())
-                        .or_default()
-                        .insert((l.last_activity, i));
-                }
+                ended = l.end() < self.settled_before;
                 self.by_lease.insert(l.id.clone(), i);
                 self.by_session
                     .entry(l.session_id.clone())
                     .or_default()
                     .insert(i);
             }
+        }
+        if ended {
+            self.add_settled(i);
+        }
+    }
+
+    /// Put the lease at `i` in the settled sets.
+    fn add_settled(&mut self, i: usize) {
+        if let Some(l) = &self.slots[i].latest {
+            self.settled.insert((l.last_activity, i));
+            self.settled_by_source
+                .entry(l.source.clone())
+                .or_default()
+                .insert((l.last_activity, i));
         }
     }
 
@@ -156,13 +165,7 @@ impl Picture {
             .collect();
         self.settled_before = now;
         for i in ended {
-            if let Some(l) = &self.slots[i].latest {
-                self.settled.insert((l.last_activity, i));
-                self.settled_by_source
-                    .entry(l.source.clone())
-                    .or_default()
-                    .insert((l.last_activity, i));
-            }
+            self.add_settled(i);
         }
     }
 
