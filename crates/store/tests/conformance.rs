@@ -193,7 +193,7 @@ conformance! {
 
 // ----- the engine -----
 
-use calltrail_core::engine::{Allocation, MINUTE};
+use calltrail_core::engine::{self, Allocation, Requester, Slot, MINUTE};
 use calltrail_store::engine::{NewPage, Shown};
 use calltrail_store::tracking::{self, CallInput, SiteContext, VisitRequest};
 use calltrail_store::Continuing;
@@ -461,6 +461,58 @@ conformance! {
         assert_ne!(again.session_id, v.session_id);
         assert_eq!(again.visitor_id, v.visitor_id);
         assert!(store.heartbeat(&ctx, "unknown-session-id", T0).await.unwrap().is_none());
+    }
+
+    a_new_visitor_gets_what_the_engine_picks_over_the_whole_pool(store, db) {
+        // Visits a few minutes apart to a pool of five (15 min hold), with quiet spells:
+        // numbers run out, come back after their hold and pass between sources. Each new visitor must be given what
+        // `engine::allocate` picks over every number with its latest lease as stored, whether
+        // the store decided from its picture (SQLite) or from the candidates it read (PostgreSQL).
+        for (policy, prefix) in [("fallback", "+7495600"), ("reuse", "+7495700")] {
+            let (_, ctx) = engine_site_at(store, 5, policy, prefix).await;
+            let pool = &ctx.pools[0];
+            let numbers: Vec<String> = store
+                .list_numbers(&ctx.site.account_id, &ctx.site.id, None, 100)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|n| n.kind == "pool")
+                .map(|n| n.id)
+                .collect();
+            assert_eq!(numbers.len(), 5);
+            let sources = ["google", "yandex", "direct"];
+            let (mut now, mut seed) = (T0, 7_u64);
+            let mut kinds = std::collections::BTreeSet::new();
+            let mut returned = 0;
+            for k in 0..40 {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                now += 1 + ((seed >> 33) as i64) % (6 * MINUTE);
+                if k % 7 == 6 {
+                    // A quiet spell: every number comes back, each last held from some source.
+                    now += 30 * MINUTE;
+                }
+                let source = sources[((seed >> 20) % 3) as usize];
+                let mut slots = Vec::new();
+                for id in &numbers {
+                    let latest = store.number_leases(id).await.unwrap().pop();
+                    slots.push(Slot { number_id: id.clone(), latest });
+                }
+                let req = Requester { session_id: "", visitor_id: "", source, held_before: &[], opens: true };
+                let want = engine::allocate(&slots, &req, pool.policy, now);
+                if let Allocation::Fresh { number_id } = &want {
+                    returned += usize::from(slots.iter().any(|s| &s.number_id == number_id && s.latest.is_some()));
+                }
+                let url = format!("https://shop.example/?utm_source={source}&utm_medium=cpc");
+                let got = store.visit(&ctx, &visit_req(&url, None), now).await.unwrap();
+                assert_eq!(got.allocation.as_ref(), Some(&want), "{policy}, visit {k} ({source})");
+                kinds.insert(summary(&got).1);
+            }
+            // The run went through the cases it is for.
+            let expect: &[&str] = if policy == "fallback" { &["Exhausted", "Fresh"] } else { &["Fresh", "Reuse"] };
+            assert_eq!(kinds.iter().map(String::as_str).collect::<Vec<_>>(), expect, "{policy}");
+            assert!(returned >= 3, "{policy}: {returned} numbers came back after their hold");
+        }
     }
 
     a_batch_opens_sessions_as_one_by_one_visits_would(store, db) {
