@@ -203,9 +203,8 @@ async fn history(
             visits += 1;
             if rng.gen_bool(0.12) {
                 let to = shown
-                    .number
-                    .clone()
-                    .unwrap_or_else(|| site.site_numbers[0].clone());
+                    .e164()
+                    .map_or_else(|| site.site_numbers[0].clone(), str::to_owned);
                 let call = CallInput {
                     account_id: account_id.to_owned(),
                     site_id: site.id.clone(),

@@ -320,21 +320,17 @@ fn check_len(field: &str, v: Option<&str>, max: usize) -> Result<(), ApiError> {
 }
 
 fn numbers_out(ctx: &SiteContext, shown: &Shown) -> Vec<NumberOut> {
-    let Some(number) = &shown.number else {
+    // The store reads each number's display form with it (migration 0010).
+    let Some(printed) = &shown.number else {
         return Vec::new();
     };
-    // The store reads each number's display form with it (migration 0010).
-    let display = shown
-        .display
-        .clone()
-        .unwrap_or_else(|| calltrail_core::phone::display(number));
     ctx.site
         .site_numbers
         .iter()
         .map(|replaces| NumberOut {
             replaces: replaces.clone(),
-            number: number.clone(),
-            display: display.clone(),
+            number: printed.number.clone(),
+            display: printed.display.clone(),
         })
         .collect()
 }

@@ -112,7 +112,7 @@ impl SqlEngine {
     }
 
     fn viewed(&self, shown: &calltrail_store::engine::Shown) -> Viewed {
-        let s = match &shown.number {
+        let s = match shown.e164() {
             None => Shown::Site,
             Some(e) if e == FALLBACK => Shown::Fallback,
             Some(e) => self.by_e164.get(e).map_or(Shown::Site, |&n| Shown::Pool(n)),

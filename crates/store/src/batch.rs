@@ -530,7 +530,6 @@ impl Store {
             visitor_id: live.visitor_id.clone(),
             track_code: live.track_code.clone(),
             number: None,
-            display: None,
             allocation: None,
             is_bot: false,
             hold_ms: None,
@@ -568,7 +567,7 @@ impl Store {
                 }
                 self.seen_touch(&pool.pool_id, lease_id, now, pool.hold());
                 shown.hold_ms = Some(pool.hold());
-                shown.show(live.number.clone());
+                shown.number.clone_from(&live.number);
                 shown.allocation = Some(Allocation::Keep {
                     number_id: number_id.clone(),
                     lease_id: lease_id.clone(),
@@ -580,11 +579,10 @@ impl Store {
             }
             // A static number, or a session that keeps the site's own number.
             (None, _, _) => {
-                shown.show(
-                    live.number
-                        .clone()
-                        .filter(|_| kind.as_deref() == Some("static")),
-                );
+                shown.number = live
+                    .number
+                    .clone()
+                    .filter(|_| kind.as_deref() == Some("static"));
             }
         }
         Ok(shown)
@@ -621,7 +619,6 @@ impl Store {
                 visitor_id: s.visitor_id.clone(),
                 track_code: self.new_track_code(&s.site_id),
                 number: None,
-                display: None,
                 allocation: None,
                 hold_ms: None,
                 is_bot: s.is_bot,
@@ -634,7 +631,7 @@ impl Store {
                 Target::None => {}
                 Target::Static { number_id, number } => {
                     held[i].number_id = Some(number_id.clone());
-                    shown[i].show(Some(number.clone()));
+                    shown[i].number = Some(number.clone());
                 }
                 Target::Pool(p) => by_pool
                     .entry(&p.pool_id)
@@ -661,7 +658,7 @@ impl Store {
                 .await?;
             for (&i, p) in idx.iter().zip(placed) {
                 shown[i].hold_ms = (!matches!(p.alloc, Allocation::Exhausted)).then(|| pool.hold());
-                shown[i].show(p.number);
+                shown[i].number = p.number;
                 shown[i].allocation = Some(p.alloc);
                 held[i] = Held {
                     pool_id: Some(pool.pool_id.clone()),

@@ -117,10 +117,8 @@ pub struct Shown {
     pub session_id: String,
     pub visitor_id: String,
     pub track_code: String,
-    /// The tracking number to show (E.164), `None` to keep the site's own.
-    pub number: Option<String>,
-    /// How `number` is printed; there whenever `number` is.
-    pub display: Option<String>,
+    /// The tracking number to show, `None` to keep the site's own.
+    pub number: Option<Printed>,
     pub allocation: Option<Allocation>,
     /// The hold of the pool whose number the session holds, when it holds one (a
     /// heartbeat can then be answered from memory and written back later).
@@ -219,9 +217,14 @@ pub(crate) fn session_row(r: &AnyRow) -> Result<Session> {
 }
 
 impl Shown {
-    /// Show this number (or the site's own, `None`).
-    pub(crate) fn show(&mut self, number: Option<Printed>) {
-        (self.number, self.display) = number.map(|p| (p.number, p.display)).unzip();
+    /// The E.164 form of the number shown, if any.
+    pub fn e164(&self) -> Option<&str> {
+        self.number.as_ref().map(|p| p.number.as_str())
+    }
+
+    /// How the number shown is printed, if any.
+    pub fn display(&self) -> Option<&str> {
+        self.number.as_ref().map(|p| p.display.as_str())
     }
 }
 
@@ -297,7 +300,7 @@ impl Store {
                 .end();
         }
         shown.hold_ms = (!matches!(placed.alloc, Allocation::Exhausted)).then(|| pool.hold());
-        shown.show(placed.number);
+        shown.number = placed.number;
         shown.allocation = Some(placed.alloc);
         Ok(())
     }

@@ -317,8 +317,8 @@ conformance! {
         sqlx::query("UPDATE tracking_numbers SET display = NULL").execute(&pool).await.unwrap();
         let url = "https://shop.example/?utm_source=google&utm_medium=cpc";
         let a = store.visit(&ctx, &visit_req(url, None), T0).await.unwrap();
-        assert_eq!(a.number.as_deref(), Some("+74952000001"));
-        assert_eq!(a.display.as_deref(), Some("+7 495 200-00-01"), "formatted when the row has none");
+        assert_eq!(a.e164(), Some("+74952000001"));
+        assert_eq!(a.display(), Some("+7 495 200-00-01"), "formatted when the row has none");
         let listed = store.list_numbers(&ctx.site.account_id, &ctx.site.id, None, 10).await.unwrap().items;
         assert!(listed.iter().all(|n| n.display.starts_with("+7 495 200-00-")), "{listed:?}");
         // The next start fills them in.
@@ -345,24 +345,24 @@ conformance! {
         assert!(matches!(a.allocation, Some(Allocation::Fresh { .. })), "{a:?}");
         assert_ne!(a.number, b.number, "two live visitors share a number");
         // Each number comes with how it is printed.
-        let printed = |s: &Shown| s.number.as_deref().map(|n| format!("+7 495 200-00-{}", &n[10..]));
-        assert_eq!(a.display, printed(&a));
-        assert_eq!(b.display, printed(&b));
+        let printed = |s: &Shown| s.e164().map(|n| format!("+7 495 200-00-{}", &n[10..]));
+        assert_eq!(a.display(), printed(&a).as_deref());
+        assert_eq!(b.display(), printed(&b).as_deref());
         assert_eq!(a.track_code.len(), 5);
         assert_ne!(a.track_code, b.track_code);
         // A's next page keeps A's number; so does a heartbeat.
         let a2 = store.visit(&ctx, &visit_req(url, Some(&a)), T0 + 5 * MINUTE).await.unwrap();
-        assert_eq!((a2.session_id.as_str(), a2.number.as_deref()), (a.session_id.as_str(), a.number.as_deref()));
+        assert_eq!((a2.session_id.as_str(), a2.e164()), (a.session_id.as_str(), a.e164()));
         assert!(matches!(a2.allocation, Some(Allocation::Keep { .. })));
-        assert_eq!(a2.display, a.display);
+        assert_eq!(a2.display(), a.display());
         let hb = store.heartbeat(&ctx, &a.session_id, T0 + 10 * MINUTE).await.unwrap().unwrap();
         assert_eq!(hb.number, a.number);
-        assert_eq!(hb.display, a.display);
+        assert_eq!(hb.display(), a.display());
         // Both numbers are held: a third visitor meets exhaustion and sees the fallback.
         let c = store.visit(&ctx, &visit_req(url, None), T0 + 11 * MINUTE).await.unwrap();
         assert_eq!(c.allocation, Some(Allocation::Exhausted));
-        assert_eq!(c.number.as_deref(), Some("+74952000099"));
-        assert_eq!(c.display.as_deref(), Some("+7 495 200-00-99"));
+        assert_eq!(c.e164(), Some("+74952000099"));
+        assert_eq!(c.display(), Some("+7 495 200-00-99"));
         assert_eq!(store.exhaustion_counts(&ctx.site.id, 0).await.unwrap()[0].1, 1);
         // B went quiet at T0+1m with a 15 min hold; at T0+20m B's number is free, A's is not
         // (A's heartbeat at +10m holds it to +25m).
@@ -397,16 +397,16 @@ conformance! {
         let (_, ctx) = engine_site(store, 2, "fallback").await;
         // utm_source=avito matches the static number of that source.
         let v = store.visit(&ctx, &visit_req("https://shop.example/?utm_source=avito", None), T0).await.unwrap();
-        assert_eq!(v.number.as_deref(), Some("+74952000098"));
+        assert_eq!(v.e164(), Some("+74952000098"));
         assert_eq!(v.allocation, None);
         // Its next page keeps it.
         let v2 = store.visit(&ctx, &visit_req("https://shop.example/b", Some(&v)), T0 + MINUTE).await.unwrap();
-        assert_eq!(v2.number.as_deref(), Some("+74952000098"));
-        assert_eq!((v.display.as_deref(), v2.display.as_deref()), (Some("+7 495 200-00-98"), Some("+7 495 200-00-98")));
+        assert_eq!(v2.e164(), Some("+74952000098"));
+        assert_eq!((v.display(), v2.display()), (Some("+7 495 200-00-98"), Some("+7 495 200-00-98")));
         // A bot gets no pool number and is recorded as a bot.
         let bot = VisitRequest { user_agent: Some("Mozilla/5.0 (compatible; YandexBot/3.0)".into()), ..visit_req("https://shop.example/", None) };
         let b = store.visit(&ctx, &bot, T0).await.unwrap();
-        assert_eq!((b.number.as_deref(), b.display.as_deref()), (None, None));
+        assert_eq!((b.e164(), b.display()), (None, None));
         assert!(b.is_bot);
         assert!(store.get_session(&ctx.site.id, &b.session_id).await.unwrap().is_bot);
     }
@@ -415,7 +415,7 @@ conformance! {
         let (acc, ctx) = engine_site(store, 2, "fallback").await;
         let url = "https://shop.example/landing?utm_source=yandex&utm_medium=cpc&utm_campaign=brand&utm_term=sofa";
         let v = store.visit(&ctx, &visit_req(url, None), T0).await.unwrap();
-        let n = v.number.clone().unwrap();
+        let n = v.e164().unwrap().to_owned();
         let (c, created) = store.ingest_call(&call(&acc, &ctx, "c1", &n, "+79160000001", T0 + 2 * MINUTE)).await.unwrap();
         assert!(created);
         assert_eq!(c.method, "dynamic");
@@ -588,7 +588,7 @@ conformance! {
         assert_eq!(codes.len(), N, "track codes repeat within a batch");
         let fresh = shown.iter().filter(|s| matches!(s.allocation, Some(Allocation::Fresh { .. }))).count();
         assert_eq!(fresh, 4);
-        assert!(shown[4..].iter().all(|s| s.number.as_deref() == Some("+74952000099")));
+        assert!(shown[4..].iter().all(|s| s.e164() == Some("+74952000099")));
         assert_eq!(store.exhaustion_counts(&ctx.site.id, 0).await.unwrap()[0].1, N as i64 - 4);
         // Every session is stored under the code it was shown.
         for s in shown.iter().step_by(97) {
@@ -672,9 +672,9 @@ conformance! {
             ok.iter().all(|s| matches!(s.allocation, Some(Allocation::Fresh { .. }))),
             "{ok:?}"
         );
-        let mut numbers: Vec<_> = ok.iter().map(|s| s.number.clone().unwrap()).collect();
-        numbers.push(first[0].number.clone().unwrap());
-        numbers.sort();
+        let mut numbers: Vec<_> = ok.iter().map(|s| s.e164().unwrap()).collect();
+        numbers.push(first[0].e164().unwrap());
+        numbers.sort_unstable();
         numbers.dedup();
         assert_eq!(numbers.len(), 3);
         assert_eq!(store.session_by_track_code(&ctx.site.id, &ok[0].track_code, T0 + 1).await.unwrap().unwrap().id, ok[0].session_id);
@@ -729,15 +729,15 @@ conformance! {
         let c = store.visit(&ctx, &visit_req(paid, None), T0 + 20 * MINUTE).await.unwrap();
         let d = store.visit(&ctx, &visit_req(paid, None), T0 + 20 * MINUTE).await.unwrap();
         assert_eq!(c.number, b.number, "the number nobody holds");
-        assert_eq!(d.number.as_deref(), Some("+74952000099"), "A's number is still held: the fallback");
+        assert_eq!(d.e164(), Some("+74952000099"), "A's number is still held: the fallback");
         // A moved on in the store as the pool saw it.
-        let owner = store.number_owner(a.number.as_deref().unwrap()).await.unwrap().unwrap();
+        let owner = store.number_owner(a.e164().unwrap()).await.unwrap().unwrap();
         let latest = store.number_leases(&owner.number_id).await.unwrap().pop().unwrap();
         assert_eq!((latest.session_id.as_str(), latest.hold_until), (a.session_id.as_str(), T0 + 25 * MINUTE));
         // A heartbeat after its lease ran out moves nothing.
         store.flush_heartbeats(&[(c.session_id.clone(), T0 + 40 * MINUTE, 15 * MINUTE)]).await.unwrap();
         let e = store.visit(&ctx, &visit_req(paid, None), T0 + 40 * MINUTE).await.unwrap();
-        assert!(e.number.is_some() && e.number.as_deref() != Some("+74952000099"), "{e:?}");
+        assert!(e.number.is_some() && e.e164() != Some("+74952000099"), "{e:?}");
     }
     exhaustions_are_counted_from_new_and_continuing_sessions(store, db) {
         let (_, ctx) = engine_site(store, 1, "fallback").await;
@@ -745,7 +745,7 @@ conformance! {
         let a = store.visit(&ctx, &visit_req(paid, None), T0).await.unwrap();
         // B opens on a dry pool: its exhaustion is kept in its session row.
         let b = store.visit(&ctx, &visit_req(paid, None), T0 + 1_000).await.unwrap();
-        assert_eq!(b.number.as_deref(), Some("+74952000099"));
+        assert_eq!(b.e164(), Some("+74952000099"));
         // A's hold runs out, C takes the number; A's next page finds the pool dry: an
         // exhaustion of a session already open, kept in `exhaustions`.
         let c = store.visit(&ctx, &visit_req(paid, None), T0 + 16 * MINUTE).await.unwrap();
@@ -757,7 +757,7 @@ conformance! {
             pools: ctx.pools.clone(),
         };
         let again = store.continue_sessions(&[page], T0 + 17 * MINUTE).await.unwrap();
-        assert_eq!(again[0].as_ref().unwrap().number.as_deref(), Some("+74952000099"));
+        assert_eq!(again[0].as_ref().unwrap().e164(), Some("+74952000099"));
         let site = ctx.site.id.clone();
         let count = |since: i64| {
             let site = site.clone();
@@ -841,10 +841,10 @@ conformance! {
             )
             .await
             .unwrap();
-        let numbers: Vec<Option<&str>> = got.iter().map(|s| s.as_ref().and_then(|s| s.number.as_deref())).collect();
+        let numbers: Vec<Option<&str>> = got.iter().map(|s| s.as_ref().and_then(|s| s.e164())).collect();
         assert_eq!(
             numbers,
-            [a.number.as_deref(), a.number.as_deref(), Some("+74952000098"), None, c.number.as_deref(), None]
+            [a.e164(), a.e164(), Some("+74952000098"), None, c.e164(), None]
         );
         assert!(matches!(got[0].as_ref().unwrap().allocation, Some(Allocation::Keep { .. })));
         let sa = store.get_session(&ctx.site.id, &a.session_id).await.unwrap();
@@ -874,8 +874,7 @@ conformance! {
 /// the kind of allocation.
 fn summary(s: &Shown) -> (String, String) {
     let digits = s
-        .number
-        .as_deref()
+        .e164()
         .map_or(String::new(), |n| n[n.len() - 4..].to_owned());
     let kind = s.allocation.as_ref().map_or("none".to_owned(), |a| {
         format!("{a:?}")
