@@ -133,22 +133,16 @@ impl Picture {
                 self.by_end.remove(&(l.end(), i));
                 if l.end() < self.settled_before {
                     self.settled.remove(&(l.last_activity, i));
-                    if let Some(set) = self.settled_by_source.get_mut(&l.source) {
-                        set.remove(&(l.last_activity, i));
-                        if set.is_empty() {
-                            self.settled_by_source.remove(&l.source);
-                        }
-                    }
+                    remove_keyed(
+                        &mut self.settled_by_source,
+                        &l.source,
+                        &(l.last_activity, i),
+                    );
                 }
                 if self.by_lease.get(&l.id) == Some(&i) {
                     self.by_lease.remove(&l.id);
                 }
-                if let Some(set) = self.by_session.get_mut(&l.session_id) {
-                    set.remove(&i);
-                    if set.is_empty() {
-                        self.by_session.remove(&l.session_id);
-                    }
-                }
+                remove_keyed(&mut self.by_session, &l.session_id, &i);
             }
         }
     }
@@ -238,6 +232,16 @@ impl Picture {
                 req,
                 now,
             ),
+        }
+    }
+}
+
+/// Take `value` out of the set under `key`, and the key when its set is left empty.
+fn remove_keyed<T: Ord>(map: &mut HashMap<String, BTreeSet<T>>, key: &str, value: &T) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(value);
+        if set.is_empty() {
+            map.remove(key);
         }
     }
 }
