@@ -248,6 +248,20 @@ mod tests {
     }
 
     #[test]
+    fn display_formats_valid_numbers_and_keeps_anything_else_as_given() {
+        assert_eq!(display("+74951234567"), "+7 495 123-45-67");
+        assert_eq!(display("+79161234567"), "+7 916 123-45-67");
+        // The phonenumber crate reads +7 800 as +7 00 (it strips the 8 as a trunk prefix);
+        // `international` sees the round trip fail and keeps the E.164 form rather than
+        // print a wrong number.
+        assert_eq!(display("+78005553535"), "+78005553535");
+        // Text that is not E.164 (a row written by hand, say) is shown as it is.
+        for s in ["", "8 495 123-45-67", "+7495", "not a number"] {
+            assert_eq!(display(s), s);
+        }
+    }
+
+    #[test]
     fn parses_russian_written_forms() {
         for s in [
             "+7 (495) 123-45-67",
