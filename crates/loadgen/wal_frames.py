@@ -31,7 +31,6 @@ UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like
 VARIANTS = {
     "sessions": ("", False),
     "leases": ("", True),
-    "leases, no leases_session": ("DROP INDEX leases_session;", True),
     "leases, no leases_number": ("DROP INDEX leases_number;", True),
     "leases, no leases_visitor": ("DROP INDEX leases_visitor;", True),
     "leases, no number_state": ("DROP TABLE number_state;", True),

@@ -191,34 +191,21 @@ impl Store {
     }
 
     /// Heartbeats were written back (`Store::flush_heartbeats`, under the writer lock, so no
-    /// transaction has a picture out): each session's live lease moves on in the pictures
-    /// as the write moved it in the database, instead of every picture being read again.
-    pub(crate) fn seen_beats(&self, beats: &[(String, Millis, Millis)]) {
+    /// transaction has a picture out): each `(lease id, at, hold)` the write moved on moves
+    /// on in the pictures too, instead of every picture being read again.
+    pub(crate) fn seen_beats(&self, moved: &[(String, Millis, Millis)]) {
+        if moved.is_empty() {
+            return;
+        }
         let Some(mut s) = self.seen() else {
             return;
         };
-        let by_session: HashMap<&str, (Millis, Millis)> = beats
-            .iter()
-            .map(|(session, at, hold)| (session.as_str(), (*at, *hold)))
-            .collect();
-        // Every pool's leases against the beats (not every beat against every pool: a node
-        // may serve many pools, and a busy one thousands of beats a second).
+        // A node may serve many pools; each lease is found through the pool's index.
         for p in s.pools.values_mut() {
-            for i in 0..p.slots.slots().len() {
-                let beat = p.slots.slots()[i]
-                    .latest
-                    .as_ref()
-                    .and_then(|l| by_session.get(l.session_id.as_str()));
-                if let Some(&(at, hold)) = beat {
-                    p.slots.update(i, |l| {
-                        // The write's own condition (`flush_heartbeats`).
-                        if let Some(l) = l
-                            .as_mut()
-                            .filter(|l| l.ended_at.is_none() && l.hold_until >= at)
-                        {
-                            l.active_at(at, hold);
-                        }
-                    });
+            for (lease_id, at, hold) in moved {
+                if let Some(i) = p.slots.lease_position(lease_id) {
+                    p.slots
+                        .update(i, |l| l.as_mut().map(|l| l.active_at(*at, *hold)));
                 }
             }
         }

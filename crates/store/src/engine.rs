@@ -306,35 +306,52 @@ impl Store {
     }
 
     /// Write heartbeats answered from memory: each `(session id, at, hold)` moves the
-    /// session's live lease and activity on, as a heartbeat through the store would. One
-    /// transaction for the lot; a lease that ended meanwhile is left alone.
+    /// session's live lease (the one its row names) and its activity on, as a heartbeat
+    /// through the store would. One transaction for the lot; a lease that ended meanwhile
+    /// is left alone.
     pub async fn flush_heartbeats(&self, beats: &[(String, Millis, Millis)]) -> Result<()> {
         if beats.is_empty() {
             return Ok(());
         }
         let _guard = self.write_guard().await;
-        let written = self.write_heartbeats(beats).await;
-        match written {
+        match self.write_heartbeats(beats).await {
             // The pools' pictures move the same leases on.
-            Ok(()) => self.seen_beats(beats),
+            Ok(moved) => {
+                self.seen_beats(&moved);
+                Ok(())
+            }
             // What was written is not known: pools are read afresh next time.
-            Err(_) => self.forget_pools(),
+            Err(e) => {
+                self.forget_pools();
+                Err(e)
+            }
         }
-        written
     }
 
-    async fn write_heartbeats(&self, beats: &[(String, Millis, Millis)]) -> Result<()> {
+    /// The leases the heartbeats moved on, each with the beat's `(at, hold)`. A lease is
+    /// found through its session's row (`sessions.lease_id`, the lease the session shows),
+    /// not by an index of leases by session, which every new lease would have to write.
+    async fn write_heartbeats(
+        &self,
+        beats: &[(String, Millis, Millis)],
+    ) -> Result<Vec<(String, Millis, Millis)>> {
+        use sqlx::Row as _;
         let mut tx = self.pool.begin().await?;
+        let mut moved = Vec::with_capacity(beats.len());
         for (session_id, at, hold) in beats {
-            sqlx::query(
-                "UPDATE leases SET last_activity = $1, hold_until = $2 WHERE session_id = $3 \
-                 AND ended_at IS NULL AND hold_until >= $1 AND last_activity <= $1",
+            let lease = sqlx::query(
+                "UPDATE leases SET last_activity = $1, hold_until = $2 \
+                 WHERE id = (SELECT lease_id FROM sessions WHERE id = $3) \
+                 AND ended_at IS NULL AND hold_until >= $1 AND last_activity <= $1 RETURNING id",
             )
             .bind(at)
             .bind(at + hold)
             .bind(session_id)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+            if let Some(row) = lease {
+                moved.push((row.try_get::<String, _>(0)?, *at, *hold));
+            }
             sqlx::query(
                 "UPDATE sessions SET last_activity = $1 WHERE id = $2 AND last_activity <= $1",
             )
@@ -344,7 +361,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(moved)
     }
 
     pub async fn get_session(&self, site_id: &str, session_id: &str) -> Result<Session> {

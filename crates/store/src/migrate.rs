@@ -20,8 +20,8 @@ macro_rules! migrations {
     };
 }
 
-const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes", 8 "0008_exhaustion_in_row", 9 "0009_number_state_one_tree", 10 "0010_number_display");
-const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes", 8 "0008_exhaustion_in_row", 9 "0009_number_state_one_tree", 10 "0010_number_display");
+const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes", 8 "0008_exhaustion_in_row", 9 "0009_number_state_one_tree", 10 "0010_number_display", 11 "0011_fewer_lease_indexes");
+const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes", 8 "0008_exhaustion_in_row", 9 "0009_number_state_one_tree", 10 "0010_number_display", 11 "0011_fewer_lease_indexes");
 
 impl Store {
     /// Apply every migration not applied yet; returns the names applied now.
@@ -246,5 +246,45 @@ mod tests {
             )
             .unwrap();
         assert_eq!(lease, "l3");
+    }
+    /// After migration 0011 a lease writes two indexes besides its key (by number, and by
+    /// visitor alone); the numbers a returning visitor held are still read through one.
+    #[test]
+    fn migration_11_leaves_two_lease_indexes() {
+        let db = migrated_before(11);
+        let eleven = SQLITE.iter().find(|m| m.version == 11).unwrap();
+        db.execute_batch(eleven.sql).unwrap();
+        let indexes = strings(
+            &db,
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'leases' ORDER BY name",
+        );
+        assert_eq!(
+            indexes,
+            [
+                "leases_number",
+                "leases_visitor",
+                "sqlite_autoindex_leases_1"
+            ]
+        );
+        let visitor = strings(
+            &db,
+            "SELECT name FROM pragma_index_info('leases_visitor') ORDER BY seqno",
+        );
+        assert_eq!(visitor, ["visitor_id"]);
+        let plan: Vec<String> = db
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT number_id FROM leases WHERE site_id = 's' \
+                 AND pool_id = 'p' AND visitor_id IN ('v1', 'v2')",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("USING INDEX leases_visitor")),
+            "{plan:?}"
+        );
     }
 }

@@ -734,6 +734,30 @@ conformance! {
         let owner = store.number_owner(a.e164().unwrap()).await.unwrap().unwrap();
         let latest = store.number_leases(&owner.number_id).await.unwrap().pop().unwrap();
         assert_eq!((latest.session_id.as_str(), latest.hold_until), (a.session_id.as_str(), T0 + 25 * MINUTE));
+        // The lease moved is the one A's session row names, found through the row: another
+        // live lease with A's session id (say of a pool A's session left) stays as it was.
+        let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO leases (id, site_id, pool_id, number_id, session_id, visitor_id, source, \
+             leased_at, last_activity, hold_until, ended_at) SELECT 'other-lease', site_id, pool_id, \
+             number_id, session_id, visitor_id, source, leased_at, last_activity, hold_until, NULL \
+             FROM leases WHERE id = $1",
+        )
+        .bind(&latest.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+        store.flush_heartbeats(&[(a.session_id.clone(), T0 + 12 * MINUTE, 15 * MINUTE)]).await.unwrap();
+        let holds: Vec<(String, i64)> = sqlx::query_as("SELECT id, hold_until FROM leases WHERE session_id = $1 ORDER BY id")
+            .bind(&a.session_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        let mut want = vec![(latest.id.clone(), T0 + 27 * MINUTE), ("other-lease".to_owned(), T0 + 25 * MINUTE)];
+        want.sort();
+        assert_eq!(holds, want);
+        sqlx::query("DELETE FROM leases WHERE id = 'other-lease'").execute(&pool).await.unwrap();
+        pool.close().await;
         // A heartbeat after its lease ran out moves nothing.
         store.flush_heartbeats(&[(c.session_id.clone(), T0 + 40 * MINUTE, 15 * MINUTE)]).await.unwrap();
         let e = store.visit(&ctx, &visit_req(paid, None), T0 + 40 * MINUTE).await.unwrap();
