@@ -3,8 +3,8 @@
 
 Not a benchmark of speed: it counts pages. It applies calltrail's SQLite migrations to a
 file, then writes batches of new sessions as the visit writer does (one transaction each:
-the sessions' multi-row insert, and for visitors who get a pool number their leases and
-the numbers' latest leases), with automatic checkpoints off, and reads from
+the sessions' multi-row insert, and for visitors who get a pool number their leases),
+with automatic checkpoints off, and reads from
 `PRAGMA wal_checkpoint` how many WAL frames (pages) the batches wrote. Ids are UUIDv7
 strings, numbers are leased in id order and track codes handed out in turn, as calltrail
 does. Each variant changes the schema after the migrations, to see what an index or a
@@ -27,13 +27,12 @@ MIGRATIONS = sorted(glob.glob(os.path.join(HERE, "../store/src/sqlite/migrations
 UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
       "Chrome/120.0 Safari/537.36")
 
-# name: (SQL run after the migrations, whether the batch writes leases and number_state)
+# name: (SQL run after the migrations, whether the batch writes leases)
 VARIANTS = {
     "sessions": ("", False),
     "leases": ("", True),
     "leases, no leases_number": ("DROP INDEX leases_number;", True),
     "leases, no leases_visitor": ("DROP INDEX leases_visitor;", True),
-    "leases, no number_state": ("DROP TABLE number_state;", True),
 }
 
 
@@ -56,14 +55,13 @@ def frames(variant, batches, size, page_size):
             with open(m) as f:
                 db.executescript(f.read())
         db.executescript(sql)
-        has_state = variant != "leases, no number_state"
         site, pool = v7(1), v7(2)
         numbers = [v7(3 + i) for i in range(batches * size)]
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         now, k = 1_700_000_000_000, 0
         for _ in range(batches):
             now += 3
-            sessions, leases, state = [], [], []
+            sessions, leases = [], []
             for _ in range(size):
                 sid, vid, lid, number = v7(now), v7(now), v7(now), numbers[k]
                 code = str(10_000 + k % 90_000)
@@ -78,7 +76,6 @@ def frames(variant, batches, size, page_size):
                     None if with_leases else "fallback",
                 ))
                 leases.append((lid, site, pool, number, sid, vid, "google", now, now, now + 900_000, None))
-                state.append((number, pool, lid))
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
                 "INSERT INTO sessions (id, site_id, visitor_id, started_at, last_activity, track_code, "
@@ -96,13 +93,6 @@ def frames(variant, batches, size, page_size):
                     "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     leases,
                 )
-                if has_state:
-                    db.executemany(
-                        "INSERT INTO number_state (number_id, pool_id, lease_id) VALUES (?, ?, ?) "
-                        "ON CONFLICT (number_id) DO UPDATE SET pool_id = excluded.pool_id, "
-                        "lease_id = excluded.lease_id",
-                        state,
-                    )
             db.execute("COMMIT")
         _, log, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         db.close()

@@ -57,9 +57,10 @@ of the pool that the last commit left (`engine::Picture`: indexes, so a decision
 for a pool of 500 or 20 000 numbers), and writes the session row (an exhaustion included) and \
 its index entries: for a batch of 8 about 8 WAL pages, whose two pwrite calls each are about a \
 quarter of the writer thread; binding the arguments (SQLite copies each string) about a tenth, planning \
-the batch about a seventh. A visitor who gets a number also writes its lease (a row and three \
-index entries) and the number's latest lease: about 23 WAL pages for a batch of 8, so the writer's \
-batch takes about twice as long, and the answer remembers the lease for the pings (the number's \
+the batch about a seventh. A visitor who gets a number also writes its lease (a row, its key and \
+two index entries, by number and by visitor; on PostgreSQL also the number's latest lease): about \
+17 WAL pages for a batch of 8 (python3 crates/loadgen/wal_frames.py), so the writer's batch takes \
+longer, and the answer remembers the lease for the pings (the number's \
 display form is read with it, written when the number was). A next page of a session the \
 node answered for lately is only its page view (one multi-row insert, no read): the session's \
 activity and its lease's hold move on with the heartbeats, written back once a second \

@@ -868,7 +868,9 @@ impl Writes {
             }
             script.end();
         }
-        if !self.state.is_empty() {
+        // SQLite keeps no `number_state` (migration 0012): a number's latest lease is read
+        // through `leases_number` when a pool's picture is made.
+        if !self.state.is_empty() && script.backend() == Backend::Postgres {
             script
                 .write("INSERT")
                 .push("INTO number_state (number_id, pool_id, lease_id) VALUES ");
@@ -971,7 +973,8 @@ async fn candidates(
     const FREE_ENDED: &str =
         "CASE WHEN {l}.ended_at IS NOT NULL AND {l}.ended_at < {l}.hold_until \
         THEN {l}.ended_at ELSE {l}.hold_until END";
-    let narrow = !whole && pool.policy != ExhaustionPolicy::Reuse;
+    // SQLite has no `number_state` to narrow by (and makes a whole picture anyway).
+    let narrow = backend == Backend::Postgres && !whole && pool.policy != ExhaustionPolicy::Reuse;
     let own: Vec<&str> = askers
         .iter()
         .filter(|a| a.continuing)
@@ -984,11 +987,24 @@ async fn candidates(
     let mut held: Vec<&str> = held_before.values().flatten().map(String::as_str).collect();
     held.sort_unstable();
     held.dedup();
+    // Each number's latest lease: on PostgreSQL the one `number_state` names; on SQLite
+    // (no `number_state`) the last one leased, found in `leases_number` (whose entries end
+    // in the rowid, so the order is the index's own, and a tie of two leases in one batch
+    // goes to the one written last, as `number_state` had it).
+    let latest = match backend {
+        Backend::Postgres => {
+            "LEFT JOIN number_state st ON st.number_id = n.id \
+             LEFT JOIN leases l ON l.id = st.lease_id"
+        }
+        Backend::Sqlite => {
+            "LEFT JOIN leases l ON l.rowid = (SELECT l0.rowid FROM leases l0 \
+             WHERE l0.number_id = n.id ORDER BY l0.leased_at DESC, l0.rowid DESC LIMIT 1)"
+        }
+    };
     let mut q = Script::new(backend);
     q.push(&format!(
         "SELECT n.id AS number_id, n.number, n.display, {LEASE_COLS} FROM tracking_numbers n \
-         LEFT JOIN number_state st ON st.number_id = n.id \
-         LEFT JOIN leases l ON l.id = st.lease_id WHERE n.pool_id = "
+         {latest} WHERE n.pool_id = "
     ))
     .val(pool.pool_id.clone())
     .push(" AND n.kind = 'pool'");

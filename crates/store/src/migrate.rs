@@ -20,7 +20,7 @@ macro_rules! migrations {
     };
 }
 
-const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes", 8 "0008_exhaustion_in_row", 9 "0009_number_state_one_tree", 10 "0010_number_display", 11 "0011_fewer_lease_indexes");
+const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes", 8 "0008_exhaustion_in_row", 9 "0009_number_state_one_tree", 10 "0010_number_display", 11 "0011_fewer_lease_indexes", 12 "0012_no_number_state");
 const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_setup", 2 "0002_engine", 3 "0003_call_log", 4 "0004_lease_session", 5 "0005_landing_in_row", 6 "0006_session_indexes", 7 "0007_write_fewer_indexes", 8 "0008_exhaustion_in_row", 9 "0009_number_state_one_tree", 10 "0010_number_display", 11 "0011_fewer_lease_indexes");
 
 impl Store {
@@ -284,6 +284,35 @@ mod tests {
         assert!(
             plan.iter()
                 .any(|p| p.contains("USING INDEX leases_visitor")),
+            "{plan:?}"
+        );
+    }
+    /// After migration 0012 SQLite keeps no `number_state`: the latest lease of a number is
+    /// read through `leases_number`, without a sort.
+    #[test]
+    fn migration_12_reads_latest_leases_through_the_number_index() {
+        let db = migrated_before(12);
+        let twelve = SQLITE.iter().find(|m| m.version == 12).unwrap();
+        db.execute_batch(twelve.sql).unwrap();
+        let tables = strings(
+            &db,
+            "SELECT name FROM sqlite_master WHERE name LIKE 'number_state%'",
+        );
+        assert!(tables.is_empty(), "{tables:?}");
+        let plan: Vec<String> = db
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT l0.rowid FROM leases l0 WHERE l0.number_id = 'n' \
+                 ORDER BY l0.leased_at DESC, l0.rowid DESC LIMIT 1",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("USING COVERING INDEX leases_number"))
+                && !plan.iter().any(|p| p.contains("TEMP B-TREE")),
             "{plan:?}"
         );
     }

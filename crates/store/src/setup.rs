@@ -9,8 +9,8 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::{
-    from_ms, ms, new_id, Account, ApiToken, Page, Pool, Result, RuleRecord, Site, Source, Store,
-    StoreError, TrackingNumber,
+    from_ms, ms, new_id, Account, ApiToken, Backend, Page, Pool, Result, RuleRecord, Site, Source,
+    Store, StoreError, TrackingNumber,
 };
 
 /// Longest page a list returns.
@@ -412,10 +412,13 @@ impl Store {
             .bind(site_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM number_state WHERE number_id IN (SELECT id FROM tracking_numbers WHERE site_id = $1)")
-            .bind(site_id)
-            .execute(&mut *tx)
-            .await?;
+        if self.backend == Backend::Postgres {
+            // SQLite has no `number_state` (migration 0012).
+            sqlx::query("DELETE FROM number_state WHERE number_id IN (SELECT id FROM tracking_numbers WHERE site_id = $1)")
+                .bind(site_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         // Children first: numbers reference pools.
         for table in [
             "outbox",

@@ -763,6 +763,51 @@ conformance! {
         let e = store.visit(&ctx, &visit_req(paid, None), T0 + 40 * MINUTE).await.unwrap();
         assert!(e.number.is_some() && e.e164() != Some("+74952000099"), "{e:?}");
     }
+    a_store_opened_later_sees_each_numbers_latest_lease(store, db) {
+        let (_, ctx) = engine_site(store, 2, "fallback").await;
+        let paid = "https://shop.example/?utm_source=google&utm_medium=cpc";
+        let a = store.visit(&ctx, &visit_req(paid, None), T0).await.unwrap();
+        let b = store.visit(&ctx, &visit_req(paid, None), T0).await.unwrap();
+        // Both holds ran out; C takes one of the numbers again: its latest lease is C's,
+        // its earlier one (A's or B's) long over.
+        let c = store.visit(&ctx, &visit_req(paid, None), T0 + 16 * MINUTE).await.unwrap();
+        assert!(c.number == a.number || c.number == b.number, "{c:?}");
+        // Another node (or this one after a restart) reads the pool from the database: C's
+        // number is held, the other one free, so D gets that and E the fallback.
+        let other = Store::open(&db.url).await.unwrap();
+        let d = other.visit(&ctx, &visit_req(paid, None), T0 + 17 * MINUTE).await.unwrap();
+        let e = other.visit(&ctx, &visit_req(paid, None), T0 + 17 * MINUTE).await.unwrap();
+        assert!(d.number.is_some() && d.number != c.number, "{d:?} {c:?}");
+        assert_eq!(e.e164(), Some("+74952000099"), "C's number is C's until +31 min");
+        // A number leased twice at one time (here by hand, as two askers of one batch can):
+        // the lease written last is the latest.
+        let owner = other.number_owner(c.e164().unwrap()).await.unwrap().unwrap();
+        let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO leases (id, site_id, pool_id, number_id, session_id, visitor_id, source, \
+             leased_at, last_activity, hold_until, ended_at) SELECT 'zz-later', site_id, pool_id, \
+             number_id, session_id, visitor_id, source, leased_at, last_activity, $1, NULL \
+             FROM leases WHERE number_id = $2 AND session_id = $3",
+        )
+        .bind(T0 + 16 * MINUTE + 1)
+        .bind(&owner.number_id)
+        .bind(&c.session_id)
+        .execute(&pool)
+        .await
+        .unwrap();
+        if db.backend() == Backend::Postgres {
+            sqlx::query("UPDATE number_state SET lease_id = 'zz-later' WHERE number_id = $1")
+                .bind(&owner.number_id)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+        // The later lease ended at once, so a third store finds C's number free.
+        let third = Store::open(&db.url).await.unwrap();
+        let f = third.visit(&ctx, &visit_req(paid, None), T0 + 18 * MINUTE).await.unwrap();
+        assert_eq!(f.number, c.number, "{f:?}");
+    }
     exhaustions_are_counted_from_new_and_continuing_sessions(store, db) {
         let (_, ctx) = engine_site(store, 1, "fallback").await;
         let paid = "https://shop.example/?utm_source=google&utm_medium=cpc";
