@@ -741,7 +741,12 @@ impl Store {
                     let prev = slots
                         .position(number_id)
                         .and_then(|i| slots.update(i, |l| l.replace(lease.clone())));
-                    if let Some(prev) = prev {
+                    // A lease whose hold ran out has ended already (`Lease::end`): writing
+                    // its end would rewrite its row for nothing. A heartbeat written back
+                    // late cannot bring it back: the write-back moves only a number's
+                    // latest lease (`Store::flush_heartbeats`).
+                    if let Some(prev) = prev.filter(|p| p.ended_at.is_none() && p.hold_until >= now)
+                    {
                         w.end(&prev.id, now);
                     }
                     w.state.insert(number_id.clone(), lease.id.clone());

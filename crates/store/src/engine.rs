@@ -331,6 +331,9 @@ impl Store {
     /// The leases the heartbeats moved on, each with the beat's `(at, hold)`. A lease is
     /// found through its session's row (`sessions.lease_id`, the lease the session shows),
     /// not by an index of leases by session, which every new lease would have to write.
+    /// Only a number's latest lease moves: one whose hold ran out before its number went
+    /// to someone else is not marked ended (allocation does not rewrite it), and a beat
+    /// from before that must not make it live again beside the new one.
     async fn write_heartbeats(
         &self,
         beats: &[(String, Millis, Millis)],
@@ -342,7 +345,9 @@ impl Store {
             let lease = sqlx::query(
                 "UPDATE leases SET last_activity = $1, hold_until = $2 \
                  WHERE id = (SELECT lease_id FROM sessions WHERE id = $3) \
-                 AND ended_at IS NULL AND hold_until >= $1 AND last_activity <= $1 RETURNING id",
+                 AND ended_at IS NULL AND hold_until >= $1 AND last_activity <= $1 \
+                 AND NOT EXISTS (SELECT 1 FROM leases l2 WHERE l2.number_id = leases.number_id \
+                 AND l2.leased_at > leases.leased_at) RETURNING id",
             )
             .bind(at)
             .bind(at + hold)

@@ -763,6 +763,30 @@ conformance! {
         let e = store.visit(&ctx, &visit_req(paid, None), T0 + 40 * MINUTE).await.unwrap();
         assert!(e.number.is_some() && e.e164() != Some("+74952000099"), "{e:?}");
     }
+    a_late_heartbeat_does_not_revive_a_lease_whose_number_moved_on(store, db) {
+        let (_, ctx) = engine_site(store, 2, "fallback").await;
+        let paid = "https://shop.example/?utm_source=google&utm_medium=cpc";
+        let a = store.visit(&ctx, &visit_req(paid, None), T0).await.unwrap();
+        let b = store.visit(&ctx, &visit_req(paid, None), T0).await.unwrap();
+        // Both holds ran out at +15 min; C takes one of the numbers at +16 min.
+        let c = store.visit(&ctx, &visit_req(paid, None), T0 + 16 * MINUTE).await.unwrap();
+        let before = if c.number == a.number { &a } else { &b };
+        assert_eq!(c.number, before.number);
+        // A heartbeat of the number's holder before, from +14 min (inside its hold), is
+        // written back only now: its lease must stay over, or the number has two holders.
+        store.flush_heartbeats(&[(before.session_id.clone(), T0 + 14 * MINUTE, 15 * MINUTE)]).await.unwrap();
+        let owner = store.number_owner(c.e164().unwrap()).await.unwrap().unwrap();
+        let leases = store.number_leases(&owner.number_id).await.unwrap();
+        assert_eq!(leases.len(), 2, "{leases:?}");
+        assert_eq!(leases[0].session_id, before.session_id);
+        assert_eq!(leases[0].hold_until, T0 + 15 * MINUTE, "{leases:?}");
+        assert!(leases[1].leased_at >= leases[0].end(), "{leases:?}");
+        // The pool as allocation sees it agrees: the other number is free, this one C's.
+        let d = store.visit(&ctx, &visit_req(paid, None), T0 + 17 * MINUTE).await.unwrap();
+        let e = store.visit(&ctx, &visit_req(paid, None), T0 + 17 * MINUTE).await.unwrap();
+        assert!(d.number.is_some() && d.number != c.number, "{d:?}");
+        assert_eq!(e.e164(), Some("+74952000099"));
+    }
     a_store_opened_later_sees_each_numbers_latest_lease(store, db) {
         let (_, ctx) = engine_site(store, 2, "fallback").await;
         let paid = "https://shop.example/?utm_source=google&utm_medium=cpc";
