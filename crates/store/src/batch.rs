@@ -741,11 +741,16 @@ impl Store {
                     let prev = slots
                         .position(number_id)
                         .and_then(|i| slots.update(i, |l| l.replace(lease.clone())));
-                    // A lease whose hold ran out has ended already (`Lease::end`): writing
-                    // its end would rewrite its row for nothing. A heartbeat written back
-                    // late cannot bring it back: the write-back moves only a number's
-                    // latest lease (`Store::flush_heartbeats`).
-                    if let Some(prev) = prev.filter(|p| p.ended_at.is_none() && p.hold_until >= now)
+                    // On SQLite a lease whose hold ran out has ended already (`Lease::end`):
+                    // writing its end would rewrite its row for nothing. A heartbeat written
+                    // back late cannot bring it back: the write-back moves only a number's
+                    // latest lease (`Store::flush_heartbeats`), and every other write of a
+                    // lease is decided under the one writer, after its clock reading. On
+                    // PostgreSQL another node may move the lease on with a clock read
+                    // before its hold ran out: the end written here is what stops it.
+                    let live = |p: &Lease| p.ended_at.is_none() && p.hold_until >= now;
+                    if let Some(prev) =
+                        prev.filter(|p| self.backend == Backend::Postgres || live(p))
                     {
                         w.end(&prev.id, now);
                     }
