@@ -126,6 +126,24 @@ mod tests {
             .unwrap()
     }
 
+    /// A database with the migrations up to `version`, that one included.
+    fn migrated_through(version: i64) -> rusqlite::Connection {
+        let db = migrated_before(version);
+        let m = SQLITE.iter().find(|m| m.version == version).unwrap();
+        db.execute_batch(m.sql).unwrap();
+        db
+    }
+
+    /// How SQLite would run `sql`: the plan's lines.
+    fn plan(db: &rusqlite::Connection, sql: &str) -> Vec<String> {
+        db.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map([], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     /// A database written before migration 0007 keeps every page view and exhaustion, and
     /// loses only the index entries nobody read.
     #[test]
@@ -247,13 +265,12 @@ mod tests {
             .unwrap();
         assert_eq!(lease, "l3");
     }
+
     /// After migration 0011 a lease writes two indexes besides its key (by number, and by
     /// visitor alone); the numbers a returning visitor held are still read through one.
     #[test]
     fn migration_11_leaves_two_lease_indexes() {
-        let db = migrated_before(11);
-        let eleven = SQLITE.iter().find(|m| m.version == 11).unwrap();
-        db.execute_batch(eleven.sql).unwrap();
+        let db = migrated_through(11);
         let indexes = strings(
             &db,
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'leases' ORDER BY name",
@@ -271,44 +288,33 @@ mod tests {
             "SELECT name FROM pragma_index_info('leases_visitor') ORDER BY seqno",
         );
         assert_eq!(visitor, ["visitor_id"]);
-        let plan: Vec<String> = db
-            .prepare(
-                "EXPLAIN QUERY PLAN SELECT number_id FROM leases WHERE site_id = 's' \
-                 AND pool_id = 'p' AND visitor_id IN ('v1', 'v2')",
-            )
-            .unwrap()
-            .query_map([], |r| r.get(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let plan = plan(
+            &db,
+            "SELECT number_id FROM leases WHERE site_id = 's' AND pool_id = 'p' \
+             AND visitor_id IN ('v1', 'v2')",
+        );
         assert!(
             plan.iter()
                 .any(|p| p.contains("USING INDEX leases_visitor")),
             "{plan:?}"
         );
     }
+
     /// After migration 0012 SQLite keeps no `number_state`: the latest lease of a number is
     /// read through `leases_number`, without a sort.
     #[test]
     fn migration_12_reads_latest_leases_through_the_number_index() {
-        let db = migrated_before(12);
-        let twelve = SQLITE.iter().find(|m| m.version == 12).unwrap();
-        db.execute_batch(twelve.sql).unwrap();
+        let db = migrated_through(12);
         let tables = strings(
             &db,
             "SELECT name FROM sqlite_master WHERE name LIKE 'number_state%'",
         );
         assert!(tables.is_empty(), "{tables:?}");
-        let plan: Vec<String> = db
-            .prepare(
-                "EXPLAIN QUERY PLAN SELECT l0.rowid FROM leases l0 WHERE l0.number_id = 'n' \
-                 ORDER BY l0.leased_at DESC, l0.rowid DESC LIMIT 1",
-            )
-            .unwrap()
-            .query_map([], |r| r.get(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let plan = plan(
+            &db,
+            "SELECT l0.rowid FROM leases l0 WHERE l0.number_id = 'n' \
+             ORDER BY l0.leased_at DESC, l0.rowid DESC LIMIT 1",
+        );
         assert!(
             plan.iter()
                 .any(|p| p.contains("USING COVERING INDEX leases_number"))

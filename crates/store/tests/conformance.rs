@@ -202,6 +202,22 @@ const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (
 const T0: i64 = 1_800_000_000_000;
 
 /// A site with a pool of `n` numbers (+7 495 200-00-01 ...), a fallback, and an avito static number.
+/// A pool of two numbers, A and B shown them at `T0`; both holds ran out at +15 min, and C,
+/// at +16 min, took one of them back: `(site, A, B, C)`.
+async fn one_number_taken_back(store: &Store) -> (SiteContext, Shown, Shown, Shown) {
+    let (_, ctx) = engine_site(store, 2, "fallback").await;
+    let paid = "https://shop.example/?utm_source=google&utm_medium=cpc";
+    let a = store.visit(&ctx, &visit_req(paid, None), T0).await.unwrap();
+    let b = store.visit(&ctx, &visit_req(paid, None), T0).await.unwrap();
+    assert_ne!(a.number, b.number);
+    let c = store
+        .visit(&ctx, &visit_req(paid, None), T0 + 16 * MINUTE)
+        .await
+        .unwrap();
+    assert!(c.number == a.number || c.number == b.number, "{c:?}");
+    (ctx, a, b, c)
+}
+
 async fn engine_site(store: &Store, n: usize, policy: &str) -> (String, SiteContext) {
     engine_site_at(store, n, policy, "+7495200").await
 }
@@ -764,14 +780,9 @@ conformance! {
         assert!(e.number.is_some() && e.e164() != Some("+74952000099"), "{e:?}");
     }
     a_late_heartbeat_does_not_revive_a_lease_whose_number_moved_on(store, db) {
-        let (_, ctx) = engine_site(store, 2, "fallback").await;
+        let (ctx, a, b, c) = one_number_taken_back(store).await;
         let paid = "https://shop.example/?utm_source=google&utm_medium=cpc";
-        let a = store.visit(&ctx, &visit_req(paid, None), T0).await.unwrap();
-        let b = store.visit(&ctx, &visit_req(paid, None), T0).await.unwrap();
-        // Both holds ran out at +15 min; C takes one of the numbers at +16 min.
-        let c = store.visit(&ctx, &visit_req(paid, None), T0 + 16 * MINUTE).await.unwrap();
         let before = if c.number == a.number { &a } else { &b };
-        assert_eq!(c.number, before.number);
         // A heartbeat of the number's holder before, from +14 min (inside its hold), is
         // written back only now: its lease must stay over, or the number has two holders.
         store.flush_heartbeats(&[(before.session_id.clone(), T0 + 14 * MINUTE, 15 * MINUTE)]).await.unwrap();
@@ -788,14 +799,9 @@ conformance! {
         assert_eq!(e.e164(), Some("+74952000099"));
     }
     a_store_opened_later_sees_each_numbers_latest_lease(store, db) {
-        let (_, ctx) = engine_site(store, 2, "fallback").await;
+        // C's number's latest lease is C's, its earlier one (A's or B's) long over.
+        let (ctx, _, _, c) = one_number_taken_back(store).await;
         let paid = "https://shop.example/?utm_source=google&utm_medium=cpc";
-        let a = store.visit(&ctx, &visit_req(paid, None), T0).await.unwrap();
-        let b = store.visit(&ctx, &visit_req(paid, None), T0).await.unwrap();
-        // Both holds ran out; C takes one of the numbers again: its latest lease is C's,
-        // its earlier one (A's or B's) long over.
-        let c = store.visit(&ctx, &visit_req(paid, None), T0 + 16 * MINUTE).await.unwrap();
-        assert!(c.number == a.number || c.number == b.number, "{c:?}");
         // Another node (or this one after a restart) reads the pool from the database: C's
         // number is held, the other one free, so D gets that and E the fallback.
         let other = Store::open(&db.url).await.unwrap();
