@@ -754,7 +754,9 @@ impl Store {
                     {
                         w.end(&prev.id, now);
                     }
-                    w.state.insert(number_id.clone(), lease.id.clone());
+                    if self.backend == Backend::Postgres {
+                        w.state.insert(number_id.clone(), lease.id.clone());
+                    }
                     let lease_id = lease.id.clone();
                     w.leases.push(lease);
                     Placed {
@@ -809,7 +811,7 @@ struct Writes {
     ends: Vec<String>,
     /// New leases (one may already have ended, taken by a later asker of the batch).
     leases: Vec<Lease>,
-    /// The latest lease of each number leased anew.
+    /// The latest lease of each number leased anew (PostgreSQL's `number_state`).
     state: BTreeMap<String, String>,
     /// `(session, outcome, number shown)`.
     exhaustions: Vec<(String, &'static str, Option<String>)>,
@@ -878,9 +880,9 @@ impl Writes {
             }
             script.end();
         }
-        // SQLite keeps no `number_state` (migration 0012): a number's latest lease is read
-        // through `leases_number` when a pool's picture is made.
-        if !self.state.is_empty() && script.backend() == Backend::Postgres {
+        // Empty on SQLite, which keeps no `number_state` (migration 0012): a number's latest
+        // lease is read through `leases_number` when a pool's picture is made.
+        if !self.state.is_empty() {
             script
                 .write("INSERT")
                 .push("INTO number_state (number_id, pool_id, lease_id) VALUES ");

@@ -78,11 +78,6 @@ impl Script {
         }
     }
 
-    /// The backend the script is written for.
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
     /// Append SQL text.
     pub fn push(&mut self, sql: &str) -> &mut Self {
         self.sql.push_str(sql);
