@@ -11,7 +11,6 @@
 //! the write-back, as a heartbeat's does. A page load no longer rewrites the session row
 //! and the lease row, and reads neither.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -42,7 +41,8 @@ pub struct Answers {
 
 #[derive(Default)]
 pub struct Heartbeats {
-    map: Mutex<HashMap<String, Beat>>,
+    /// By session id (ids the store made, hashed with a seeded fast hash).
+    map: Mutex<foldhash::HashMap<String, Beat>>,
 }
 
 impl Heartbeats {

@@ -126,7 +126,8 @@ pub(crate) struct PoolsSeen {
 
 pub(crate) struct PoolSeen {
     slots: Picture,
-    numbers: HashMap<String, Printed>,
+    /// The number at each of the picture's positions, as visitors are shown it.
+    numbers: Vec<Option<Printed>>,
 }
 
 impl Store {
@@ -706,18 +707,19 @@ impl Store {
                 held_before: held_before.get(a.visitor_id).unwrap_or(&none),
                 opens: !a.continuing,
             };
-            let alloc = slots.allocate(&req, pool.policy, now);
+            let (alloc, at) = slots.allocate_at(&req, pool.policy, now);
+            let printed = || at.and_then(|i| numbers.get(i).cloned().flatten());
             let mut placed = match &alloc {
                 Allocation::Keep {
                     number_id,
                     lease_id,
                 } => {
-                    if let Some(i) = slots.position(number_id) {
+                    if let Some(i) = at {
                         slots.update(i, |l| l.as_mut().map(|l| l.active_at(now, pool.hold())));
                     }
                     w.keep.push(lease_id.clone());
                     Placed {
-                        number: numbers.get(number_id).cloned(),
+                        number: printed(),
                         number_id: Some(number_id.clone()),
                         lease_id: Some(lease_id.clone()),
                         alloc: alloc.clone(),
@@ -738,9 +740,7 @@ impl Store {
                         hold_until: now + pool.hold(),
                         ended_at: None,
                     };
-                    let prev = slots
-                        .position(number_id)
-                        .and_then(|i| slots.update(i, |l| l.replace(lease.clone())));
+                    let prev = at.and_then(|i| slots.update(i, |l| l.replace(lease.clone())));
                     // On SQLite a lease whose hold ran out has ended already (`Lease::end`):
                     // writing its end would rewrite its row for nothing. A heartbeat written
                     // back late cannot bring it back: the write-back moves only a number's
@@ -760,7 +760,7 @@ impl Store {
                     let lease_id = lease.id.clone();
                     w.leases.push(lease);
                     Placed {
-                        number: numbers.get(number_id).cloned(),
+                        number: printed(),
                         number_id: Some(number_id.clone()),
                         lease_id: Some(lease_id),
                         alloc: alloc.clone(),
@@ -981,7 +981,7 @@ async fn candidates(
     held_before: &HashMap<String, Vec<String>>,
     now: Millis,
     whole: bool,
-) -> Result<(Picture, HashMap<String, Printed>)> {
+) -> Result<(Picture, Vec<Option<Printed>>)> {
     const FREE_ENDED: &str =
         "CASE WHEN {l}.ended_at IS NOT NULL AND {l}.ended_at < {l}.hold_until \
         THEN {l}.ended_at ELSE {l}.hold_until END";
@@ -1075,12 +1075,19 @@ async fn candidates(
         })
         .await?;
     let mut slots = Vec::with_capacity(rows.len());
-    let mut numbers = HashMap::with_capacity(rows.len());
+    let mut numbers = Vec::with_capacity(rows.len());
     for (number_id, number, latest) in rows {
-        numbers.insert(number_id.clone(), number);
+        numbers.push((number_id.clone(), number));
         slots.push(Slot { number_id, latest });
     }
-    Ok((Picture::new(slots), numbers))
+    let picture = Picture::new(slots);
+    let mut printed = vec![None; picture.slots().len()];
+    for (number_id, number) in numbers {
+        if let Some(i) = picture.position(&number_id) {
+            printed[i] = Some(number);
+        }
+    }
+    Ok((picture, printed))
 }
 
 /// Run a script that opens and commits its own transaction on the page-load writer's own

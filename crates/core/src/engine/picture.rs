@@ -10,7 +10,9 @@
 //! and per source). A lease joins those once, when the clock first passes its end.
 //! Only the `reuse` policy on a pool with no free number still looks at every live lease.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use super::{reuse, Allocation, ExhaustionPolicy, Lease, Millis, Requester, Slot};
 
@@ -47,7 +49,11 @@ impl Picture {
         slots.sort_by(|a, b| a.number_id.cmp(&b.number_id));
         slots.dedup_by(|a, b| a.number_id == b.number_id);
         let mut p = Self {
+            // The pool's size bounds every map by number, lease or session: sized once,
+            // they never rehash while the pool fills.
             by_number: HashMap::with_capacity(slots.len()),
+            by_lease: HashMap::with_capacity(slots.len()),
+            by_session: HashMap::with_capacity(slots.len()),
             slots,
             settled_before: Millis::MIN,
             ..Self::default()
@@ -178,16 +184,28 @@ impl Picture {
         policy: ExhaustionPolicy,
         now: Millis,
     ) -> Allocation {
+        self.allocate_at(req, policy, now).0
+    }
+
+    /// [`Picture::allocate`], with the position of the number it names (none when the pool
+    /// is exhausted), so that the caller need not look the number up again.
+    pub fn allocate_at(
+        &mut self,
+        req: &Requester<'_>,
+        policy: ExhaustionPolicy,
+        now: Millis,
+    ) -> (Allocation, Option<usize>) {
         self.settle(now);
         let number = |i: usize| self.slots[i].number_id.clone();
         // 1. The session's live lease (the first in number order, as a scan finds it).
         if !req.opens {
             for i in self.session_positions(req.session_id) {
                 if let Some(l) = self.slots[i].live_at(now) {
-                    return Allocation::Keep {
+                    let keep = Allocation::Keep {
                         number_id: number(i),
                         lease_id: l.id.clone(),
                     };
+                    return (keep, Some(i));
                 }
             }
         }
@@ -200,38 +218,46 @@ impl Picture {
                         .as_ref()
                         .is_none_or(|l| l.visitor_id == req.visitor_id)
                 {
-                    return Allocation::Regain {
-                        number_id: number(i),
-                    };
+                    let number_id = number(i);
+                    return (Allocation::Regain { number_id }, Some(i));
                 }
             }
         }
         // 3. A never-used number (idle the longest of all), else among the leases that
         //    ended: the one idle the longest of the requester's source, else of any.
         if let Some(&i) = self.never_used.first() {
-            return Allocation::Fresh {
-                number_id: number(i),
-            };
+            return (
+                Allocation::Fresh {
+                    number_id: number(i),
+                },
+                Some(i),
+            );
         }
         if let Some(i) = self.first_free(Some(&self.settled), now) {
             let pick = self
                 .first_free(self.settled_by_source.get(req.source), now)
                 .unwrap_or(i);
-            return Allocation::Fresh {
-                number_id: number(pick),
-            };
+            let number_id = number(pick);
+            return (Allocation::Fresh { number_id }, Some(pick));
         }
         // 4. None free.
         match policy {
-            ExhaustionPolicy::Fallback => Allocation::Exhausted,
-            ExhaustionPolicy::Reuse => reuse(
-                self.by_end.range((now, 0)..).filter_map(|&(_, i)| {
-                    let s = &self.slots[i];
-                    s.latest.as_ref().map(|l| (s, l))
-                }),
-                req,
-                now,
-            ),
+            ExhaustionPolicy::Fallback => (Allocation::Exhausted, None),
+            ExhaustionPolicy::Reuse => {
+                let alloc = reuse(
+                    self.by_end.range((now, 0)..).filter_map(|&(_, i)| {
+                        let s = &self.slots[i];
+                        s.latest.as_ref().map(|l| (s, l))
+                    }),
+                    req,
+                    now,
+                );
+                let at = match &alloc {
+                    Allocation::Reuse { number_id, .. } => self.position(number_id),
+                    _ => None,
+                };
+                (alloc, at)
+            }
         }
     }
 }
@@ -338,8 +364,10 @@ mod tests {
                             opens,
                         };
                         let policy = if reuse { ExhaustionPolicy::Reuse } else { ExhaustionPolicy::Fallback };
-                        let got = p.allocate(&req, policy, now);
+                        let (got, got_at) = p.allocate_at(&req, policy, now);
                         prop_assert_eq!(&got, &allocate(p.slots(), &req, policy, now), "step {}", k);
+                        // The position it gives is the named number's.
+                        prop_assert_eq!(got_at, got.number_id().and_then(|n| p.position(n)), "step {}", k);
                         match &got {
                             Allocation::Keep { number_id, .. } => {
                                 let at = p.position(number_id).expect("kept number");
