@@ -27,12 +27,22 @@ MIGRATIONS = sorted(glob.glob(os.path.join(HERE, "../store/src/sqlite/migrations
 UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
       "Chrome/120.0 Safari/537.36")
 
-# name: (SQL run after the migrations, whether the batch writes leases)
+# name: (SQL run after the migrations, what the batch writes for a visitor who gets a pool
+# number: NO_LEASE (none: every visitor is shown the fallback), LEASE_ROWS (its lease row,
+# as calltrail does), or IN_SESSION (no lease row: the session row, which names its number
+# and lease, would be the lease, found through an index of sessions by number, a schema
+# calltrail does not have; what it would save)
+NO_LEASE, LEASE_ROWS, IN_SESSION = "none", "rows", "in session"
 VARIANTS = {
-    "sessions": ("", False),
-    "leases": ("", True),
-    "leases, no leases_number": ("DROP INDEX leases_number;", True),
-    "leases, no leases_visitor": ("DROP INDEX leases_visitor;", True),
+    "sessions": ("", NO_LEASE),
+    "leases": ("", LEASE_ROWS),
+    "leases, no leases_number": ("DROP INDEX leases_number;", LEASE_ROWS),
+    "leases, no leases_visitor": ("DROP INDEX leases_visitor;", LEASE_ROWS),
+    "lease in the session row": (
+        "CREATE INDEX sessions_number ON sessions(number_id, started_at);", IN_SESSION),
+    "lease in the session row, by visitor": (
+        "CREATE INDEX sessions_number ON sessions(number_id, started_at); "
+        "CREATE INDEX sessions_visitor ON sessions(visitor_id);", IN_SESSION),
 }
 
 
@@ -44,7 +54,8 @@ def v7(ms):
 
 
 def frames(variant, batches, size, page_size):
-    sql, with_leases = VARIANTS[variant]
+    sql, mode = VARIANTS[variant]
+    with_leases = mode != NO_LEASE
     with tempfile.TemporaryDirectory() as d:
         db = sqlite3.connect(os.path.join(d, "calltrail.db"), isolation_level=None)
         db.execute(f"PRAGMA page_size = {page_size}")
@@ -86,7 +97,7 @@ def frames(variant, batches, size, page_size):
                 + ", ".join(["?"] * 38) + ")",
                 sessions,
             )
-            if with_leases:
+            if mode == LEASE_ROWS:
                 db.executemany(
                     "INSERT INTO leases (id, site_id, pool_id, number_id, session_id, visitor_id, "
                     "source, leased_at, last_activity, hold_until, ended_at) VALUES "
@@ -110,7 +121,7 @@ def main():
     print(f"batches of {size} new visitors, {page_size}-byte pages, {batches} batches")
     for name in names:
         per_batch = frames(name, batches, size, page_size)
-        print(f"{name:32s} {per_batch:6.2f} WAL pages a batch, {per_batch / size:5.2f} a visitor")
+        print(f"{name:38s} {per_batch:6.2f} WAL pages a batch, {per_batch / size:5.2f} a visitor")
 
 
 if __name__ == "__main__":

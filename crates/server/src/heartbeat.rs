@@ -57,18 +57,28 @@ impl Heartbeats {
         let Ok(mut m) = self.map.lock() else { return };
         match hold_ms {
             Some(hold_ms) => {
+                let fresh_until = Instant::now() + FRESH;
+                if let Some(b) = m.get_mut(session_id) {
+                    // Known already: its pending heartbeat stays.
+                    if b.site_id != site_id {
+                        site_id.clone_into(&mut b.site_id);
+                    }
+                    b.answers = answers;
+                    b.hold_ms = hold_ms;
+                    b.fresh_until = fresh_until;
+                    return;
+                }
                 if m.len() > 200_000 {
                     m.retain(|_, b| b.pending.is_some());
                 }
-                let pending = m.get(session_id).and_then(|b| b.pending);
                 m.insert(
                     session_id.to_owned(),
                     Beat {
                         site_id: site_id.to_owned(),
                         answers,
                         hold_ms,
-                        fresh_until: Instant::now() + FRESH,
-                        pending,
+                        fresh_until,
+                        pending: None,
                     },
                 );
             }
