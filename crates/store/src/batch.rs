@@ -346,11 +346,11 @@ impl Store {
                 script
                     .push(if i == 0 { "(" } else { ", (" })
                     .val(new_id())
-                    .val(session_id.clone())
+                    .val(session_id.as_str())
                     .val(now)
-                    .val(p.kind.clone())
-                    .val(p.url.clone())
-                    .val(p.title.clone())
+                    .val(p.kind.as_str())
+                    .val(p.url.as_str())
+                    .val(p.title.as_deref())
                     .push(")");
             }
             script
@@ -379,11 +379,11 @@ impl Store {
     }
 
     /// Read the sessions, decide what each shows, and add the writes to `script`.
-    async fn plan_continues(
+    async fn plan_continues<'s>(
         &self,
         conn: &mut Conn<'_>,
-        script: &mut Script,
-        reqs: &[Continuing],
+        script: &mut Script<'s>,
+        reqs: &'s [Continuing],
         now: Millis,
     ) -> Result<Vec<Option<Shown>>> {
         let mut read = Script::new(self.backend);
@@ -449,8 +449,8 @@ impl Store {
                 .push(" WHERE last_activity < ")
                 .val(now)
                 .push(" AND id IN (");
-            for id in &moved {
-                script.val((*id).to_owned());
+            for id in moved {
+                script.val(id);
             }
             script.push(")").end();
         }
@@ -485,9 +485,9 @@ impl Store {
                     .val(new_id())
                     .val(session_id)
                     .val(now)
-                    .val(p.kind.clone())
-                    .val(p.url.clone())
-                    .val(p.title.clone())
+                    .val(p.kind.as_str())
+                    .val(p.url.as_str())
+                    .val(p.title.as_deref())
                     .push(")");
             }
             script.end();
@@ -497,12 +497,12 @@ impl Store {
 
     /// What a live session shows next: its live lease moved on, a number found again, or
     /// its static number; the writes go to `script`.
-    async fn continue_one(
+    async fn continue_one<'s>(
         &self,
         conn: &mut Conn<'_>,
-        script: &mut Script,
+        script: &mut Script<'s>,
         keeps: &mut Vec<(String, Millis)>,
-        r: &Continuing,
+        r: &'s Continuing,
         found: &Found,
         now: Millis,
     ) -> Result<Shown> {
@@ -592,11 +592,11 @@ impl Store {
     }
 
     /// Decide a chunk of new sessions and add what it writes to `script`.
-    async fn plan_chunk(
+    async fn plan_chunk<'a>(
         &self,
         conn: &mut Conn<'_>,
-        script: &mut Script,
-        items: &[(NewSession, Target)],
+        script: &mut Script<'a>,
+        items: &'a [(NewSession, Target)],
         now: Millis,
     ) -> Result<Vec<Shown>> {
         let mut shown: Vec<Shown> = items
@@ -656,7 +656,7 @@ impl Store {
                 };
             }
         }
-        insert_sessions(script, items, &shown, &held, now);
+        insert_sessions(script, items, &shown, held, now);
         // Which new sessions drew a track code a live session of their site shows.
         script.push(
             "SELECT s.id AS clash FROM sessions s WHERE EXISTS (SELECT 1 FROM sessions o \
@@ -674,12 +674,12 @@ impl Store {
     /// The atomic allocation of DESIGN.md §4 for several askers of one pool, inside the
     /// caller's transaction: each decided by `engine::allocate` over the pool as the ones
     /// before it left it.
-    pub(crate) async fn allocate_many(
+    pub(crate) async fn allocate_many<'s>(
         &self,
         conn: &mut Conn<'_>,
-        script: &mut Script,
-        site_id: &str,
-        pool: &PoolTarget,
+        script: &mut Script<'s>,
+        site_id: &'s str,
+        pool: &'s PoolTarget,
         askers: &[Asker<'_>],
         now: Millis,
     ) -> Result<Vec<Placed>> {
@@ -829,7 +829,14 @@ impl Writes {
         }
     }
 
-    fn write(&self, script: &mut Script, site_id: &str, pool: &PoolTarget, now: Millis) {
+    /// Its statements, into `script`; the strings it holds move there.
+    fn write<'s>(
+        self,
+        script: &mut Script<'s>,
+        site_id: &'s str,
+        pool: &'s PoolTarget,
+        now: Millis,
+    ) {
         if !self.keep.is_empty() {
             // A request that read the clock earlier must not move activity back.
             script.write("UPDATE").push("leases SET last_activity = ");
@@ -841,8 +848,8 @@ impl Writes {
                 .push(" WHERE last_activity <= ")
                 .val(now)
                 .push(" AND id IN (");
-            for id in &self.keep {
-                script.val(id.clone());
+            for id in self.keep {
+                script.val(id);
             }
             script.push(")").end();
         }
@@ -852,8 +859,8 @@ impl Writes {
                 .push("leases SET ended_at = CASE WHEN hold_until < ");
             script.val(now).push(" THEN hold_until ELSE ").val(now);
             script.push(" END WHERE ended_at IS NULL AND id IN (");
-            for id in &self.ends {
-                script.val(id.clone());
+            for id in self.ends {
+                script.val(id);
             }
             script.push(")").end();
         }
@@ -862,16 +869,16 @@ impl Writes {
                 "INTO leases (id, site_id, pool_id, number_id, session_id, visitor_id, source, \
                  leased_at, last_activity, hold_until, ended_at) VALUES ",
             );
-            for (i, l) in self.leases.iter().enumerate() {
+            for (i, l) in self.leases.into_iter().enumerate() {
                 script.push(if i == 0 { "(" } else { ", (" });
                 script
-                    .val(l.id.clone())
-                    .val(site_id.to_owned())
-                    .val(pool.pool_id.clone())
-                    .val(l.number_id.clone())
-                    .val(l.session_id.clone())
-                    .val(l.visitor_id.clone())
-                    .val(l.source.clone())
+                    .val(l.id)
+                    .val(site_id)
+                    .val(pool.pool_id.as_str())
+                    .val(l.number_id)
+                    .val(l.session_id)
+                    .val(l.visitor_id)
+                    .val(l.source)
                     .val(l.leased_at)
                     .val(l.last_activity)
                     .val(l.hold_until)
@@ -886,12 +893,12 @@ impl Writes {
             script
                 .write("INSERT")
                 .push("INTO number_state (number_id, pool_id, lease_id) VALUES ");
-            for (i, (number_id, lease_id)) in self.state.iter().enumerate() {
+            for (i, (number_id, lease_id)) in self.state.into_iter().enumerate() {
                 script.push(if i == 0 { "(" } else { ", (" });
                 script
-                    .val(number_id.clone())
-                    .val(pool.pool_id.clone())
-                    .val(lease_id.clone())
+                    .val(number_id)
+                    .val(pool.pool_id.as_str())
+                    .val(lease_id)
                     .push(")");
             }
             script.push(
@@ -902,16 +909,16 @@ impl Writes {
         if !self.exhaustions.is_empty() {
             script.write("INSERT").push("INTO exhaustions (id, site_id, pool_id, session_id, at, outcome, number_id) VALUES ",
             );
-            for (i, (session_id, outcome, number_id)) in self.exhaustions.iter().enumerate() {
+            for (i, (session_id, outcome, number_id)) in self.exhaustions.into_iter().enumerate() {
                 script.push(if i == 0 { "(" } else { ", (" });
                 script
                     .val(new_id())
-                    .val(site_id.to_owned())
-                    .val(pool.pool_id.clone())
-                    .val(session_id.clone())
+                    .val(site_id)
+                    .val(pool.pool_id.as_str())
+                    .val(session_id)
                     .val(now)
-                    .val(*outcome)
-                    .val(number_id.clone())
+                    .val(outcome)
+                    .val(number_id)
                     .push(")");
             }
             script.end();
@@ -1100,7 +1107,7 @@ async fn candidates(
 /// The caller is the visit writer, on its own thread (crates/server/src/visits.rs): a batch
 /// is at most a few hundred page loads, a few milliseconds of SQLite's work.
 fn run_in_transaction(
-    script: Script,
+    script: Script<'_>,
     slot: &mut Option<rusqlite::Connection>,
 ) -> Result<Vec<String>> {
     let Some(w) = slot.as_mut() else {
@@ -1363,11 +1370,12 @@ struct Held {
     exhausted: Option<&'static str>,
 }
 
-fn insert_sessions(
-    script: &mut Script,
-    items: &[(NewSession, Target)],
+/// The new sessions' rows; their strings are bound from `items`, not copied.
+fn insert_sessions<'a>(
+    script: &mut Script<'a>,
+    items: &'a [(NewSession, Target)],
     shown: &[Shown],
-    held: &[Held],
+    held: Vec<Held>,
     now: Millis,
 ) {
     script.write("INSERT").push(&format!(
@@ -1377,44 +1385,44 @@ fn insert_sessions(
         script.push(if i == 0 { "(" } else { ", (" });
         script
             .val(sh.session_id.clone())
-            .val(s.site_id.clone())
-            .val(s.visitor_id.clone())
+            .val(s.site_id.as_str())
+            .val(s.visitor_id.as_str())
             .val(now)
             .val(now)
             .val(sh.track_code.clone())
-            .val(s.channel.clone())
-            .val(s.source.clone())
-            .val(s.medium.clone())
-            .val(s.campaign.clone())
-            .val(s.content.clone())
-            .val(s.keyword.clone())
-            .val(s.referrer.clone())
-            .val(s.referrer_domain.clone())
-            .val(s.landing_url.clone())
-            .val(s.landing_path.clone())
-            .val(s.gclid.clone())
-            .val(s.yclid.clone())
-            .val(s.fbclid.clone())
-            .val(s.ga_client_id.clone())
-            .val(s.ym_client_id.clone())
-            .val(s.user_agent.clone())
-            .val(s.device.clone())
-            .val(s.browser.clone())
-            .val(s.os.clone())
-            .val(s.ip.clone())
-            .val(s.city.clone())
-            .val(s.screen.clone())
-            .val(s.lang.clone())
+            .val(s.channel.as_str())
+            .val(s.source.as_str())
+            .val(s.medium.as_str())
+            .val(s.campaign.as_deref())
+            .val(s.content.as_deref())
+            .val(s.keyword.as_deref())
+            .val(s.referrer.as_deref())
+            .val(s.referrer_domain.as_deref())
+            .val(s.landing_url.as_str())
+            .val(s.landing_path.as_str())
+            .val(s.gclid.as_deref())
+            .val(s.yclid.as_deref())
+            .val(s.fbclid.as_deref())
+            .val(s.ga_client_id.as_deref())
+            .val(s.ym_client_id.as_deref())
+            .val(s.user_agent.as_deref())
+            .val(s.device.as_deref())
+            .val(s.browser.as_deref())
+            .val(s.os.as_deref())
+            .val(s.ip.as_deref())
+            .val(s.city.as_deref())
+            .val(s.screen.as_deref())
+            .val(s.lang.as_deref())
             .val(i64::from(s.is_bot))
-            .val(s.rule_id.clone())
-            .val(h.pool_id.clone())
-            .val(h.number_id.clone())
-            .val(h.lease_id.clone())
+            .val(s.rule_id.as_deref())
+            .val(h.pool_id)
+            .val(h.number_id)
+            .val(h.lease_id)
             .val(1_i64)
             // The first page view: see `Store::session_pages`.
-            .val(s.title.clone())
+            .val(s.title.as_deref())
             .val(1_i64)
-            .val(h.exhausted.map(str::to_owned))
+            .val(h.exhausted)
             .push(")");
     }
     script.end();

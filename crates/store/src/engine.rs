@@ -265,13 +265,13 @@ impl Store {
     /// A continuing session of a pool whose lease ran out (or was taken): the pool finds
     /// it a number again; the writes go to `script`, the answer to `shown`.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn place_again(
+    pub(crate) async fn place_again<'s>(
         &self,
         conn: &mut Conn<'_>,
-        script: &mut Script,
-        site_id: &str,
+        script: &mut Script<'s>,
+        site_id: &'s str,
         s: &Live,
-        pool: &PoolTarget,
+        pool: &'s PoolTarget,
         now: Millis,
         shown: &mut Shown,
     ) -> Result<()> {

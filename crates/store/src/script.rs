@@ -7,6 +7,8 @@
 //! the async runtime), each a wait for a thread to be woken and scheduled, together longer
 //! than SQLite's own work on a batch; and every argument was copied twice on the way.
 
+use std::borrow::Cow;
+
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{Any, AnyConnection, Arguments, Row as _};
 
@@ -14,42 +16,51 @@ use crate::{Backend, Result, StoreError};
 
 /// A statement parameter. NULLs keep their type: PostgreSQL wants to know it.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Value {
+/// Text is borrowed where the script's caller holds it for as long as the script lives (a
+/// batch's sessions, say), so that a batch does not copy every string it binds: SQLite
+/// copies each when it is bound anyway.
+pub(crate) enum Value<'a> {
     Int(Option<i64>),
-    Text(Option<String>),
+    Text(Option<Cow<'a, str>>),
 }
 
-impl From<i64> for Value {
+impl From<i64> for Value<'_> {
     fn from(v: i64) -> Self {
         Self::Int(Some(v))
     }
 }
 
-impl From<Option<i64>> for Value {
+impl From<Option<i64>> for Value<'_> {
     fn from(v: Option<i64>) -> Self {
         Self::Int(v)
     }
 }
 
-impl From<String> for Value {
+impl From<String> for Value<'_> {
     fn from(v: String) -> Self {
-        Self::Text(Some(v))
+        Self::Text(Some(Cow::Owned(v)))
     }
 }
 
-impl From<Option<String>> for Value {
+impl From<Option<String>> for Value<'_> {
     fn from(v: Option<String>) -> Self {
-        Self::Text(v)
+        Self::Text(v.map(Cow::Owned))
     }
 }
 
-impl From<&str> for Value {
-    fn from(v: &str) -> Self {
-        Self::Text(Some(v.to_owned()))
+impl<'a> From<&'a str> for Value<'a> {
+    fn from(v: &'a str) -> Self {
+        Self::Text(Some(Cow::Borrowed(v)))
     }
 }
 
-impl rusqlite::ToSql for Value {
+impl<'a> From<Option<&'a str>> for Value<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        Self::Text(v.map(Cow::Borrowed))
+    }
+}
+
+impl rusqlite::ToSql for Value<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         use rusqlite::types::{ToSqlOutput, ValueRef};
         Ok(ToSqlOutput::Borrowed(match self {
@@ -60,15 +71,15 @@ impl rusqlite::ToSql for Value {
     }
 }
 
-pub(crate) struct Script {
+pub(crate) struct Script<'a> {
     backend: Backend,
     /// Finished statements with their parameters, in order.
-    done: Vec<(String, Vec<Value>)>,
+    done: Vec<(String, Vec<Value<'a>>)>,
     sql: String,
-    args: Vec<Value>,
+    args: Vec<Value<'a>>,
 }
 
-impl Script {
+impl<'a> Script<'a> {
     pub fn new(backend: Backend) -> Self {
         Self {
             backend,
@@ -99,7 +110,7 @@ impl Script {
     }
 
     /// Append a parameter bound to `v`, after a comma unless it opens a list.
-    pub fn val(&mut self, v: impl Into<Value>) -> &mut Self {
+    pub fn val(&mut self, v: impl Into<Value<'a>>) -> &mut Self {
         if !(self.sql.is_empty() || self.sql.ends_with(['(', ' ', '\n'])) {
             self.sql.push_str(", ");
         }
@@ -178,7 +189,7 @@ impl Conn<'_> {
     /// Run `script`; `f` of every row it returns.
     pub async fn query<T>(
         &mut self,
-        script: Script,
+        script: Script<'_>,
         mut f: impl FnMut(&Row<'_, '_>) -> Result<T>,
     ) -> Result<Vec<T>> {
         match self {
@@ -193,7 +204,7 @@ impl Conn<'_> {
     }
 
     /// Run `script`, which returns no rows.
-    pub async fn execute(&mut self, script: Script) -> Result<()> {
+    pub async fn execute(&mut self, script: Script<'_>) -> Result<()> {
         self.query(script, |_| Ok(())).await.map(drop)
     }
 
@@ -239,12 +250,12 @@ impl Row<'_, '_> {
     }
 }
 
-fn any_arguments(values: Vec<Value>) -> Result<AnyArguments<'static>> {
+fn any_arguments(values: Vec<Value<'_>>) -> Result<AnyArguments<'static>> {
     let mut args = AnyArguments::default();
     for v in values {
         let added = match v {
             Value::Int(v) => args.add(v),
-            Value::Text(v) => args.add(v),
+            Value::Text(v) => args.add(v.map(Cow::into_owned)),
         };
         added.map_err(|e| StoreError::Db(format!("cannot bind a parameter: {e}")))?;
     }
