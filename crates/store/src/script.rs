@@ -14,11 +14,11 @@ use sqlx::{Any, AnyConnection, Arguments, Row as _};
 
 use crate::{Backend, Result, StoreError};
 
-/// A statement parameter. NULLs keep their type: PostgreSQL wants to know it.
+/// A statement parameter. NULLs keep their type: PostgreSQL wants to know it. Text is
+/// borrowed where the script's caller holds it for as long as the script lives (a batch's
+/// sessions, say), so that a batch does not copy every string it binds: SQLite copies each
+/// when it is bound anyway.
 #[derive(Debug, Clone, PartialEq)]
-/// Text is borrowed where the script's caller holds it for as long as the script lives (a
-/// batch's sessions, say), so that a batch does not copy every string it binds: SQLite
-/// copies each when it is bound anyway.
 pub(crate) enum Value<'a> {
     Int(Option<i64>),
     Text(Option<Cow<'a, str>>),
