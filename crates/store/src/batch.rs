@@ -707,7 +707,7 @@ impl Store {
                 held_before: held_before.get(a.visitor_id).unwrap_or(&none),
                 opens: !a.continuing,
             };
-            let (alloc, at) = slots.allocate_at(&req, pool.policy, now);
+            let (alloc, at) = slots.allocate(&req, pool.policy, now);
             let printed = || at.and_then(|i| numbers.get(i).cloned().flatten());
             let mut placed = match &alloc {
                 Allocation::Keep {

@@ -176,20 +176,11 @@ impl Picture {
             .find(|&i| self.slots[i].latest.as_ref().is_some_and(|l| l.end() < now))
     }
 
-    /// What [`allocate`](super::allocate) decides over [`Picture::slots`]. It takes `&mut`
-    /// only to settle the leases that ended since the last ask; the slots stay as they are.
+    /// What [`allocate`](super::allocate) decides over [`Picture::slots`], with the position
+    /// of the number it names (none when the pool is exhausted), so that the caller need not
+    /// look the number up again. It takes `&mut` only to settle the leases that ended since
+    /// the last ask; the slots stay as they are.
     pub fn allocate(
-        &mut self,
-        req: &Requester<'_>,
-        policy: ExhaustionPolicy,
-        now: Millis,
-    ) -> Allocation {
-        self.allocate_at(req, policy, now).0
-    }
-
-    /// [`Picture::allocate`], with the position of the number it names (none when the pool
-    /// is exhausted), so that the caller need not look the number up again.
-    pub fn allocate_at(
         &mut self,
         req: &Requester<'_>,
         policy: ExhaustionPolicy,
@@ -364,7 +355,7 @@ mod tests {
                             opens,
                         };
                         let policy = if reuse { ExhaustionPolicy::Reuse } else { ExhaustionPolicy::Fallback };
-                        let (got, got_at) = p.allocate_at(&req, policy, now);
+                        let (got, got_at) = p.allocate(&req, policy, now);
                         prop_assert_eq!(&got, &allocate(p.slots(), &req, policy, now), "step {}", k);
                         // The position it gives is the named number's.
                         prop_assert_eq!(got_at, got.number_id().and_then(|n| p.position(n)), "step {}", k);
