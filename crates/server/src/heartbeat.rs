@@ -154,3 +154,61 @@ pub async fn flush(st: &AppState) {
         tracing::warn!(error = %e, heartbeats = n, "writing heartbeats back failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Bytes;
+
+    use super::{Answers, Heartbeats};
+
+    const HOLD: i64 = 900_000;
+
+    fn answers(tag: &'static str) -> Answers {
+        Answers {
+            ping: Bytes::from_static(tag.as_bytes()),
+            visit: Bytes::from_static(tag.as_bytes()),
+        }
+    }
+
+    fn ping(h: &Heartbeats, session: &str, site: &str, at: i64) -> Option<Bytes> {
+        h.beat(session, site, at).map(|a| a.ping)
+    }
+
+    #[test]
+    fn a_session_remembered_again_keeps_its_pending_heartbeat_and_answers_anew() {
+        let h = Heartbeats::default();
+        h.remember("s1", "site-a", Some(HOLD), answers("first"));
+        assert_eq!(
+            ping(&h, "s1", "site-a", 1_000).as_deref(),
+            Some(&b"first"[..])
+        );
+        // The store answered for it again (a page load) before the write-back.
+        h.remember("s1", "site-a", Some(HOLD / 2), answers("second"));
+        assert_eq!(h.take_pending(), vec![("s1".to_owned(), 1_000, HOLD / 2)]);
+        assert!(h.take_pending().is_empty(), "written back once");
+        assert_eq!(
+            ping(&h, "s1", "site-a", 2_000).as_deref(),
+            Some(&b"second"[..])
+        );
+        assert_eq!(h.take_pending(), vec![("s1".to_owned(), 2_000, HOLD / 2)]);
+    }
+
+    #[test]
+    fn no_answer_for_another_site_an_unknown_session_or_one_shown_no_lease() {
+        let h = Heartbeats::default();
+        h.remember("s1", "site-a", Some(HOLD), answers("a"));
+        assert_eq!(ping(&h, "s1", "site-b", 1_000), None);
+        assert_eq!(ping(&h, "s2", "site-a", 1_000), None);
+        assert!(
+            h.take_pending().is_empty(),
+            "a refused heartbeat is not written"
+        );
+        // Remembered again under another site: only that site's heartbeats are answered.
+        h.remember("s1", "site-b", Some(HOLD), answers("b"));
+        assert_eq!(ping(&h, "s1", "site-a", 1_000), None);
+        assert_eq!(ping(&h, "s1", "site-b", 1_000).as_deref(), Some(&b"b"[..]));
+        // Shown no lease any more (a static number, the fallback): always the store.
+        h.remember("s1", "site-b", None, answers("none"));
+        assert_eq!(ping(&h, "s1", "site-b", 2_000), None);
+    }
+}
