@@ -620,3 +620,37 @@ mod future_sizes {
         }
     }
 }
+
+#[cfg(test)]
+mod site_cache {
+    use super::*;
+
+    fn cache_with(key: &str, age: Duration, reloading: bool) -> SiteCache {
+        let cache = SiteCache::default();
+        let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        let entry = Cached {
+            at,
+            ctx: None,
+            reloading,
+        };
+        if let Ok(mut m) = cache.map.lock() {
+            m.insert(key.to_owned(), entry);
+        }
+        cache
+    }
+
+    #[test]
+    fn a_stale_entry_is_reloaded_by_one_caller_while_the_others_use_it() {
+        // Fresh: served (`Some(None)` is "no site with this key", cached too).
+        let fresh = cache_with("k", Duration::from_secs(1), false);
+        assert!(matches!(fresh.cached("k"), Some(None)));
+        assert!(fresh.cached("other").is_none(), "not cached: load it");
+        // Stale: the first caller is told to load; the next ones get the old entry.
+        let stale = cache_with("k", SITE_TTL + Duration::from_secs(1), false);
+        assert!(stale.cached("k").is_none());
+        assert!(matches!(stale.cached("k"), Some(None)));
+        // Three times stale (the reload failed or was given up): loaded again.
+        let old = cache_with("k", 3 * SITE_TTL + Duration::from_secs(1), true);
+        assert!(old.cached("k").is_none());
+    }
+}
