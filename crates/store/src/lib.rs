@@ -332,8 +332,8 @@ const RESTART_WAIT_MS: u32 = 50;
 /// disk with nobody waiting; then, holding the store's own write lock (a writer waits on it
 /// without sleeping and is woken the moment it is released), the `RESTART` checkpoint
 /// finds no writer, copies the few pages written since, flushes only those, and starts
-/// the WAL over. (A second passive pass in its place left the start-over to the next
-/// write, which skips it while any reader still reads the WAL: the WAL grew to 94 MB.)
+/// the WAL over. (A second passive pass in its place would leave the start-over to the
+/// next write, which skips it while any reader still reads the WAL.)
 async fn checkpoint(
     pool: &AnyPool,
     lock: &Mutex<Option<rusqlite::Connection>>,
