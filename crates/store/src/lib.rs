@@ -517,6 +517,29 @@ mod tests {
         db.cleanup().await;
     }
 
+    /// A database file that cannot be flushed fails the checkpoint before writers are held
+    /// off: the error is reported and the WAL is left for the next try.
+    #[tokio::test]
+    async fn a_checkpoint_that_cannot_flush_the_file_holds_no_one_off() {
+        let db = testing::sqlite().await;
+        let store = db.store.clone();
+        let lock = store.write_lock.clone().expect("SQLite has a write lock");
+        sqlx::query("CREATE TABLE t (a BLOB)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let file = store.sqlite_file.clone().expect("SQLite has a file");
+        let gone = file.with_file_name("no-such.db");
+        let err = checkpoint(&store.pool, &lock, &gone, 0).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Unavailable(m) if m.contains("cannot flush")),
+            "{err}"
+        );
+        assert!(lock.try_lock().is_ok(), "the write lock is free");
+        drop(store);
+        db.cleanup().await;
+    }
+
     #[test]
     fn ids_sort_by_the_time_they_were_made_at() {
         let t = 1_800_000_000_123;
