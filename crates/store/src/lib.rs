@@ -352,15 +352,11 @@ async fn checkpoint(
         return Ok(());
     }
     let file = file.to_owned();
-    let flushed = tokio::task::spawn_blocking(move || std::fs::File::open(file)?.sync_data())
+    tokio::task::spawn_blocking(move || std::fs::File::open(file)?.sync_data())
         .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
-    if let Err(e) = flushed {
-        return Err(StoreError::Unavailable(format!(
-            "cannot flush the database file: {e}"
-        )));
-    }
+        .map_err(std::io::Error::other)
+        .and_then(|flushed| flushed)
+        .map_err(|e| StoreError::Unavailable(format!("cannot flush the database file: {e}")))?;
     let _writers_held = lock.lock().await;
     let mut conn = pool.acquire().await?;
     conn.execute(format!("PRAGMA busy_timeout = {RESTART_WAIT_MS}").as_str())
@@ -462,25 +458,42 @@ pub(crate) fn id_floor(at: calltrail_core::engine::Millis) -> String {
 mod tests {
     use super::*;
 
+    /// A test SQLite database whose WAL holds `rows` rows of 3 000 bytes (a page each), with
+    /// its write lock and file.
+    async fn sqlite_with_wal(
+        rows: usize,
+    ) -> (
+        testing::TestDb,
+        Arc<Mutex<Option<rusqlite::Connection>>>,
+        std::path::PathBuf,
+    ) {
+        let db = testing::sqlite().await;
+        let lock = db
+            .store
+            .write_lock
+            .clone()
+            .expect("SQLite has a write lock");
+        let file = db.store.sqlite_file.clone().expect("SQLite has a file");
+        sqlx::query("CREATE TABLE t (a BLOB)")
+            .execute(&db.store.pool)
+            .await
+            .unwrap();
+        for _ in 0..rows {
+            sqlx::query("INSERT INTO t VALUES (randomblob(3000))")
+                .execute(&db.store.pool)
+                .await
+                .unwrap();
+        }
+        (db, lock, file)
+    }
+
     /// A long WAL is finished with the store's write lock held: a checkpoint waits while a
     /// writer holds it, then copies the WAL whole and starts it over.
     #[tokio::test]
     async fn a_long_wal_is_copied_whole_with_writers_held_off() {
         use sqlx::Row as _;
-        let db = testing::sqlite().await;
+        let (db, lock, file) = sqlite_with_wal(20).await;
         let store = db.store.clone();
-        let lock = store.write_lock.clone().expect("SQLite has a write lock");
-        let file = store.sqlite_file.clone().expect("SQLite has a file");
-        sqlx::query("CREATE TABLE t (a BLOB)")
-            .execute(&store.pool)
-            .await
-            .unwrap();
-        for _ in 0..20 {
-            sqlx::query("INSERT INTO t VALUES (randomblob(3000))")
-                .execute(&store.pool)
-                .await
-                .unwrap();
-        }
         let wal = || async {
             let r = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .fetch_one(&store.pool)
@@ -521,14 +534,8 @@ mod tests {
     /// off: the error is reported and the WAL is left for the next try.
     #[tokio::test]
     async fn a_checkpoint_that_cannot_flush_the_file_holds_no_one_off() {
-        let db = testing::sqlite().await;
+        let (db, lock, file) = sqlite_with_wal(1).await;
         let store = db.store.clone();
-        let lock = store.write_lock.clone().expect("SQLite has a write lock");
-        sqlx::query("CREATE TABLE t (a BLOB)")
-            .execute(&store.pool)
-            .await
-            .unwrap();
-        let file = store.sqlite_file.clone().expect("SQLite has a file");
         let gone = file.with_file_name("no-such.db");
         let err = checkpoint(&store.pool, &lock, &gone, 0).await.unwrap_err();
         assert!(
