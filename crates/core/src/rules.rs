@@ -147,7 +147,7 @@ pub fn query_pairs(url: &str) -> Vec<(String, String)> {
     let Some((_, query)) = before_fragment.split_once('?') else {
         return Vec::new();
     };
-    url::form_urlencoded::parse(query.as_bytes())
+    crate::traffic::form_pairs(query)
         .take(50)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()

@@ -12,6 +12,8 @@ mod device;
 
 pub use device::{parse_user_agent, Device, DeviceKind};
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use url::Url;
 
@@ -73,7 +75,7 @@ pub fn classify(touch: &Touch<'_>) -> Attribution {
     let landing = parse_landing(url);
     let params = QueryParams::of(url);
 
-    let utm = |name: &str, max: usize| params.get(name).map(|v| truncate(&v, max).to_owned());
+    let utm = |name: &str, max: usize| params.get(name).map(|v| truncate(v, max).to_owned());
     let campaign = utm("utm_campaign", MAX_UTM_CHARS);
     let content = utm("utm_content", MAX_UTM_CHARS);
     let term = utm("utm_term", MAX_UTM_CHARS);
@@ -84,6 +86,7 @@ pub fn classify(touch: &Touch<'_>) -> Attribution {
         params
             .get(name)
             .filter(|v| v.chars().count() <= MAX_CLICK_ID_CHARS)
+            .map(str::to_owned)
     };
     let gclid = click_id("gclid");
     let yclid = click_id("yclid");
@@ -145,7 +148,9 @@ pub fn classify(touch: &Touch<'_>) -> Attribution {
 /// matched exactly first, then ignoring ASCII case ("UTM_SOURCE"); a first empty value
 /// does not hide a later non-empty one.
 pub fn query_param(url: &str, name: &str) -> Option<String> {
-    QueryParams::of(clip_bytes(url.trim(), MAX_INPUT_BYTES)).get(name)
+    QueryParams::of(clip_bytes(url.trim(), MAX_INPUT_BYTES))
+        .get(name)
+        .map(str::to_owned)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -158,6 +163,16 @@ struct Landing {
 
 /// Host and path of a landing URL, also when it is relative or lacks a scheme.
 fn parse_landing(url: &str) -> Landing {
+    if let Some(p) = PlainUrl::split(url) {
+        return Landing {
+            host: Some(normalize_host(p.host)),
+            path: if p.path.is_empty() {
+                "/".to_owned()
+            } else {
+                truncate(p.path, MAX_URL_CHARS).to_owned()
+            },
+        };
+    }
     let parsed = if url.starts_with("//") {
         Url::parse(&format!("http:{url}")).ok()
     } else {
@@ -205,26 +220,27 @@ fn looks_like_host_first(s: &str) -> bool {
         && !host.chars().any(|c| c.is_whitespace() || c == '@')
 }
 
-/// The decoded `name=value` pairs of a URL's query string.
-struct QueryParams(Vec<(String, String)>);
+/// The decoded `name=value` pairs of a URL's query string (trimmed; an `amp;` before a
+/// name dropped), borrowed from the URL where nothing was encoded.
+struct QueryParams<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
-impl QueryParams {
-    fn of(url: &str) -> Self {
+impl<'a> QueryParams<'a> {
+    fn of(url: &'a str) -> Self {
         let before_fragment = url.split('#').next().unwrap_or_default();
         let Some((_, query)) = before_fragment.split_once('?') else {
             return Self(Vec::new());
         };
-        let pairs = url::form_urlencoded::parse(query.as_bytes())
+        let pairs = form_pairs(query)
             .map(|(k, v)| {
                 // "&amp;utm_medium=cpc": an HTML-escaped URL pasted into an ad cabinet.
-                let k = k.strip_prefix("amp;").unwrap_or(&k).trim().to_owned();
-                (k, v.trim().to_owned())
+                let k = map_cow(k, |k| k.strip_prefix("amp;").unwrap_or(k).trim());
+                (k, map_cow(v, str::trim))
             })
             .collect();
         Self(pairs)
     }
 
-    fn get(&self, name: &str) -> Option<String> {
+    fn get(&self, name: &str) -> Option<&str> {
         let found = |exact: bool| {
             self.0.iter().find(|(k, v)| {
                 !v.is_empty()
@@ -235,8 +251,159 @@ impl QueryParams {
                     }
             })
         };
-        found(true).or_else(|| found(false)).map(|(_, v)| v.clone())
+        found(true).or_else(|| found(false)).map(|(_, v)| &**v)
     }
+}
+
+/// `f` of the text, borrowed when it was.
+fn map_cow(c: Cow<'_, str>, f: impl Fn(&str) -> &str) -> Cow<'_, str> {
+    match c {
+        Cow::Borrowed(b) => Cow::Borrowed(f(b)),
+        Cow::Owned(o) => Cow::Owned(f(&o).to_owned()),
+    }
+}
+
+/// The `name=value` pairs of a query string decoded as a form (`+` is a space), exactly as
+/// `form_urlencoded::parse` decodes them, but borrowed from `query` where a pair holds
+/// nothing to decode (no `+`, no `%`): most pairs, and the decoder checks every pair's
+/// text for valid UTF-8 again, which a `&str` is already.
+pub fn form_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        if pair.contains(['+', '%']) {
+            if let Some((k, v)) = url::form_urlencoded::parse(pair.as_bytes()).next() {
+                return (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned()));
+            }
+        }
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (Cow::Borrowed(k), Cow::Borrowed(v))
+    })
+}
+
+/// The parts of an absolute `http(s)` URL with nothing in it that the `url` crate would
+/// change or refuse: printable ASCII, a lowercase host name (no IP address, no `xn--`
+/// label, no user, no `%`), a port of digits, a path with no dot segments and no character
+/// the crate percent-encodes. For such a URL its parts are the text as given, which is
+/// what browsers send nearly always; splitting it costs a tenth of a parse. Anything
+/// else is left to the `url` crate. (`plain_urls_split_as_the_url_crate_parses`, in the
+/// tests, holds the two to the same parts.)
+struct PlainUrl<'a> {
+    host: &'a str,
+    /// Empty, or from the `/` on, without the query.
+    path: &'a str,
+    query: Option<&'a str>,
+}
+
+impl<'a> PlainUrl<'a> {
+    /// One pass over the text: where the host, port, path and query end, and whether each
+    /// holds only what the `url` crate keeps.
+    fn split(url: &'a str) -> Option<Self> {
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))?;
+        let b = rest.as_bytes();
+        // Ends of the host, the authority (host and port) and the path.
+        let (mut host_end, mut auth_end, mut path_end) = (None, None, None);
+        let mut query_end = b.len();
+        for (i, &c) in b.iter().enumerate() {
+            if !c.is_ascii_graphic() || c == b'\\' {
+                return None;
+            }
+            if c == b'#' {
+                query_end = i;
+                break;
+            }
+            if path_end.is_some() {
+                continue;
+            }
+            if c == b'?' {
+                host_end.get_or_insert(i);
+                auth_end.get_or_insert(i);
+                path_end = Some(i);
+            } else if auth_end.is_some() {
+                // The path: no character the crate encodes, no dot segment.
+                let dot = c == b'.' && b[i - 1] == b'/';
+                let encoded_dot = c == b'%' && matches!(b.get(i + 1..i + 3), Some(b"2e" | b"2E"));
+                if dot || encoded_dot || !plain_path_byte(c) {
+                    return None;
+                }
+            } else if c == b'/' {
+                host_end.get_or_insert(i);
+                auth_end = Some(i);
+            } else if host_end.is_some() {
+                if !c.is_ascii_digit() {
+                    return None;
+                }
+            } else if c == b':' {
+                host_end = Some(i);
+            } else if !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.') {
+                return None;
+            }
+        }
+        let host_end = host_end.unwrap_or(query_end);
+        let auth_end = auth_end.unwrap_or(query_end);
+        let path_end = path_end.unwrap_or(query_end);
+        let host = &rest[..host_end];
+        if auth_end > host_end {
+            // A port: 1 to 5 digits, at most 65535.
+            let port = &rest[host_end + 1..auth_end];
+            if port.is_empty() || port.len() > 5 || port.parse::<u32>().ok()? > 65_535 {
+                return None;
+            }
+        }
+        if !plain_host(host) {
+            return None;
+        }
+        Some(Self {
+            host,
+            path: &rest[auth_end..path_end],
+            query: (path_end < query_end).then(|| &rest[path_end + 1..query_end]),
+        })
+    }
+}
+
+/// A lowercase DNS name the `url` crate keeps as it is.
+fn plain_host(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let mut labels = name.split('.');
+    let last_ok = name
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| l.bytes().next().is_some_and(|b| b.is_ascii_lowercase()));
+    last_ok
+        && name.len() <= 253
+        && labels.all(|l| {
+            (1..=63).contains(&l.len())
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && !l.contains("--")
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+/// A byte of a path that the `url` crate keeps as it is.
+fn plain_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'/' | b'-'
+                | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+                | b'%'
+        )
 }
 
 /// Channel, source and medium from an ad click id, when the URL carries one.
@@ -328,14 +495,21 @@ const SEARCH_SOURCES: &[&str] = &[
 
 /// A utm_source naming a social network: a short name or one of its hosts ("vk.com").
 fn is_social_source(source: &str) -> bool {
-    SOCIAL_SOURCES.contains(&source)
-        || host_kind(&normalize_host(source)).is_some_and(|k| k.channel == Channel::Social)
+    SOCIAL_SOURCES.contains(&source) || source_host_kind(source) == Some(Channel::Social)
 }
 
 /// A utm_source naming a search engine: a short name or one of its hosts ("yandex.ru").
 fn is_search_source(source: &str) -> bool {
-    SEARCH_SOURCES.contains(&source)
-        || host_kind(&normalize_host(source)).is_some_and(|k| k.channel == Channel::OrganicSearch)
+    SEARCH_SOURCES.contains(&source) || source_host_kind(source) == Some(Channel::OrganicSearch)
+}
+
+/// The channel of a utm_source that names a known host. Every known host has a dot, so a
+/// source without one ("google", most of them) is not looked up.
+fn source_host_kind(source: &str) -> Option<Channel> {
+    if !source.contains('.') {
+        return None;
+    }
+    host_kind(&normalize_host(source)).map(|k| k.channel)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -344,7 +518,10 @@ fn is_search_source(source: &str) -> bool {
 struct Referrer {
     /// Lowercase, without "www." and a trailing dot.
     host: String,
-    url: Url,
+    /// An Android app's (`android-app://<package>/`), not a web page's.
+    app: bool,
+    /// The query, as given or as the `url` crate serialised it (they decode alike).
+    query: Option<String>,
 }
 
 /// What a known external referrer means.
@@ -360,6 +537,14 @@ fn parse_referrer(raw: &str) -> Option<Referrer> {
     if raw.is_empty() {
         return None;
     }
+    if let Some(p) = PlainUrl::split(raw) {
+        let host = normalize_host(p.host);
+        return is_dns_sized(&host).then(|| Referrer {
+            host,
+            app: false,
+            query: p.query.map(str::to_owned),
+        });
+    }
     let url = match Url::parse(raw) {
         Ok(u) => u,
         Err(url::ParseError::RelativeUrlWithoutBase) if raw.starts_with("//") => {
@@ -374,12 +559,16 @@ fn parse_referrer(raw: &str) -> Option<Referrer> {
     if !is_dns_sized(&host) {
         return None;
     }
-    Some(Referrer { host, url })
+    Some(Referrer {
+        host,
+        app: url.scheme() == "android-app",
+        query: url.query().map(str::to_owned),
+    })
 }
 
 impl Referrer {
     fn classify(&self) -> Known {
-        let kind = if self.url.scheme() == "android-app" {
+        let kind = if self.app {
             app_kind(&self.host)
         } else {
             host_kind(&self.host)
@@ -410,8 +599,7 @@ impl Referrer {
     }
 
     fn query(&self, name: &str) -> Option<String> {
-        self.url
-            .query_pairs()
+        form_pairs(self.query.as_deref()?)
             .find(|(k, v)| k == name && !v.trim().is_empty())
             .map(|(_, v)| truncate(v.trim(), MAX_UTM_CHARS).to_owned())
     }

@@ -360,8 +360,11 @@ pub fn new_session(ctx: &SiteContext, req: &VisitRequest) -> (NewSession, Target
     let device = traffic::parse_user_agent(req.user_agent.as_deref().unwrap_or(""));
     let (target, rule_id) = if device.is_bot {
         (Target::None, None)
-    } else {
+    } else if ctx.rules.iter().any(|r| r.matcher.landing_param.is_some()) {
         ctx.target_for(&a, &rules::query_pairs(&req.url))
+    } else {
+        // No rule reads the landing URL's parameters: they need not be decoded.
+        ctx.target_for(&a, &[])
     };
     let visitor = clean_id(req.visitor_id.as_deref());
     let s = NewSession {
@@ -389,7 +392,7 @@ pub fn new_session(ctx: &SiteContext, req: &VisitRequest) -> (NewSession, Target
         ga_client_id: req.ga_client_id.as_deref().map(|v| truncate(v, 100)),
         ym_client_id: req.ym_client_id.as_deref().map(|v| truncate(v, 100)),
         user_agent: req.user_agent.as_deref().map(|v| truncate(v, 500)),
-        device: Some(format!("{:?}", device.kind).to_lowercase()),
+        device: Some(device.kind.as_str().to_owned()),
         browser: Some(device.browser).filter(|b| !b.is_empty()),
         os: Some(device.os).filter(|o| !o.is_empty()),
         ip: req.ip.clone(),

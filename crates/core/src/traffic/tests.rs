@@ -828,3 +828,130 @@ fn truncation_counts_characters_not_bytes() {
     assert_eq!(truncate("ёж", 1), "ё");
     assert_eq!(truncate("ёж", 3), "ёж");
 }
+
+// ---- the fast paths agree with the url and form_urlencoded crates -------------------------
+
+mod fast_paths {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// URL-looking text: schemes, hosts and paths with the characters where the `url` crate
+    /// rewrites or refuses (case, `%`, dots, `@`, `\`, brackets, ports, spaces, non-ASCII).
+    fn urlish() -> impl Strategy<Value = String> {
+        let scheme = prop_oneof![
+            4 => prop::sample::select(vec!["http://", "https://"]),
+            1 => prop::sample::select(vec![
+                "HTTPS://", "ftp://", "android-app://", "http:/", "//", "",
+            ]),
+        ];
+        // Mostly hosts and paths a browser sends, now and then with what the crate rewrites.
+        let host = prop_oneof![
+            3 => "([a-z0-9]{1,6}[.-]){0,3}[a-z][a-z0-9]{0,5}\\.?(:[0-9]{1,6})?",
+            1 => "[a-zA-Z0-9.\\-_%@:\\[\\]xn]{0,24}",
+        ];
+        let path = prop_oneof![
+            3 => "(/[a-z0-9.%\\-_~!$&()*+,;=:@]{0,12}){0,3}",
+            1 => "(/[a-zA-Z0-9.%/\\-_~!$&'()*+,;=:@ \\\\^`{}|\"<>\u{e9}\u{434}]{0,16}){0,3}",
+        ];
+        let query = prop_oneof![
+            3 => "(\\?[a-zA-Z0-9%+=&;._\\-]{0,24})?",
+            1 => "(\\?[a-zA-Z0-9%+=&;. _\\-\u{434}]{0,24})?",
+        ];
+        let frag = "(#[a-z?=&]{0,8})?";
+        (scheme, host, path, query, frag).prop_map(|(s, h, p, q, f)| format!("{s}{h}{p}{q}{f}"))
+    }
+
+    fn decoded(pairs: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+        pairs.collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// Whatever `PlainUrl` splits, the `url` crate parses to the same host, path and
+        /// (decoded) query.
+        #[test]
+        fn plain_urls_split_as_the_url_crate_parses(raw in urlish()) {
+            if let Some(p) = PlainUrl::split(&raw) {
+                let u = Url::parse(&raw);
+                prop_assert!(u.is_ok(), "{raw:?} split, but the url crate refuses it");
+                let u = u.unwrap_or_else(|_| unreachable!());
+                prop_assert_eq!(u.host_str(), Some(p.host), "host of {:?}", raw);
+                let path = if p.path.is_empty() { "/" } else { p.path };
+                prop_assert_eq!(u.path(), path, "path of {:?}", raw);
+                let ours = p.query.map(|q| decoded(form_pairs(q).map(|(k, v)| (k.into_owned(), v.into_owned()))));
+                let theirs = u.query().map(|_| decoded(u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned()))));
+                prop_assert_eq!(ours, theirs, "query of {:?}", raw);
+            }
+        }
+
+        /// `form_pairs` decodes as `form_urlencoded::parse` does.
+        #[test]
+        fn form_pairs_decode_as_form_urlencoded(q in "[a-zA-Z0-9%+=&;. _\\-\u{434}]{0,40}") {
+            let ours = decoded(form_pairs(&q).map(|(k, v)| (k.into_owned(), v.into_owned())));
+            let theirs = decoded(url::form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())));
+            prop_assert_eq!(ours, theirs);
+        }
+    }
+
+    /// The property above is only as good as the share of its cases that take the fast
+    /// path.
+    #[test]
+    fn the_url_strategy_reaches_the_fast_path() {
+        use proptest::strategy::ValueTree as _;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let strategy = urlish();
+        let plain = (0..2000)
+            .filter_map(|_| strategy.new_tree(&mut runner).ok())
+            .filter(|t| PlainUrl::split(&t.current()).is_some())
+            .count();
+        assert!(
+            plain > 500,
+            "only {plain} of 2000 generated URLs were plain"
+        );
+    }
+
+    #[test]
+    fn plain_urls_are_the_usual_ones() {
+        // What browsers send nearly always takes the fast path...
+        for url in [
+            "https://bench.example/sofas?utm_source=google&utm_medium=cpc",
+            "https://www.google.com/",
+            "http://shop.ru:8080/catalog/sofas/red-1?x=%D0%B4#top",
+            "https://yandex.ru/search/?text=sofa+red&lr=213",
+        ] {
+            assert!(PlainUrl::split(url).is_some(), "{url}");
+        }
+        // ... and what the url crate would rewrite does not.
+        for url in [
+            "HTTPS://Shop.ru/",
+            "https://shop.ru/a/../b",
+            "https://shop.ru/a/%2e%2E/b",
+            "https://user@shop.ru/",
+            "https://127.0.0.1/",
+            "https://0x7f.1/",
+            "https://xn--80ak6aa92e.com/",
+            "https://shop.ru/диван",
+            "https://shop.ru/a b",
+            "https://shop.ru:99999/",
+            "https://[::1]/",
+            "https://shop.ru\\path",
+            "android-app://com.google.android.gm/",
+        ] {
+            assert!(PlainUrl::split(url).is_none(), "{url}");
+        }
+    }
+
+    #[test]
+    fn sources_without_a_dot_are_no_hosts() {
+        assert_eq!(source_host_kind("google"), None);
+        assert_eq!(source_host_kind("vk.com"), Some(Channel::Social));
+        assert_eq!(
+            source_host_kind("www.Yandex.ru"),
+            Some(Channel::OrganicSearch)
+        );
+        assert!(is_social_source("t.me"));
+        assert!(is_search_source("bing.com"));
+        assert!(!is_search_source("news.example"));
+    }
+}
