@@ -126,26 +126,12 @@ struct PingBody {
     title: Option<String>,
 }
 
+/// A number to show in place of one of the site's own, in the answers to the script.
 #[derive(Debug, Serialize)]
-struct NumberOut {
-    replaces: String,
-    number: String,
-    display: String,
-}
-
-#[derive(Debug, Serialize)]
-struct VisitOut {
-    visitor_id: String,
-    session_id: String,
-    numbers: Vec<NumberOut>,
-    track_code: String,
-    ping_s: u32,
-}
-
-#[derive(Debug, Serialize)]
-struct PingOut {
-    numbers: Vec<NumberOut>,
-    ping_s: u32,
+struct NumberOut<'a> {
+    replaces: &'a str,
+    number: &'a str,
+    display: &'a str,
 }
 
 pub fn router() -> Router<AppState> {
@@ -234,16 +220,16 @@ impl IntoResponse for Tracked {
     }
 }
 
-fn host_of(url: &str) -> Option<String> {
+/// The host of an absolute URL, as written (`None`: not absolute).
+fn host_of(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split(['/', '?', '#']).next()?;
     let host = authority.rsplit('@').next()?;
-    let host = if host.starts_with('[') {
-        host.split(']').next().map(|h| format!("{h}]"))?
-    } else {
-        host.split(':').next()?.to_owned()
-    };
-    Some(host.to_ascii_lowercase())
+    if host.starts_with('[') {
+        // An IPv6 address, with its closing bracket.
+        return Some(host.find(']').map_or(host, |end| &host[..=end]));
+    }
+    host.split(':').next()
 }
 
 /// The site a tracking call names, and whether its origin may call for it.
@@ -273,7 +259,8 @@ async fn site_for(
     let host = match origin {
         Some(o) => o.to_str().ok().and_then(host_of),
         None => page_url.and_then(host_of),
-    };
+    }
+    .map(str::to_ascii_lowercase);
     let allowed = host
         .as_deref()
         .is_some_and(|h| ctx.domains.iter().any(|d| d.covers(h)));
@@ -331,18 +318,17 @@ fn check_len(field: &str, v: Option<&str>, max: usize) -> Result<(), ApiError> {
     }
 }
 
-fn numbers_out(ctx: &SiteContext, shown: &Shown) -> Vec<NumberOut> {
+fn numbers_out<'a>(site_numbers: &'a [String], shown: &'a Shown) -> Vec<NumberOut<'a>> {
     // The store reads each number's display form with it (migration 0010).
     let Some(printed) = &shown.number else {
         return Vec::new();
     };
-    ctx.site
-        .site_numbers
+    site_numbers
         .iter()
         .map(|replaces| NumberOut {
-            replaces: replaces.clone(),
-            number: printed.number.clone(),
-            display: printed.display.clone(),
+            replaces,
+            number: &printed.number,
+            display: &printed.display,
         })
         .collect()
 }
@@ -554,22 +540,7 @@ async fn continue_call(
 /// What the store says a session shows, as the answers to its next calls, remembered so
 /// that they can be answered from memory (see `heartbeat`).
 fn remember(st: &AppState, ctx: &SiteContext, shown: &Shown) -> Answers {
-    let ping = PingOut {
-        numbers: numbers_out(ctx, shown),
-        ping_s: st.config.ping_s,
-    };
-    let ping_json = serde_json::to_vec(&ping).unwrap_or_default();
-    let visit = VisitOut {
-        numbers: ping.numbers,
-        visitor_id: shown.visitor_id.clone(),
-        session_id: shown.session_id.clone(),
-        track_code: shown.track_code.clone(),
-        ping_s: st.config.ping_s,
-    };
-    let answers = Answers {
-        ping: Bytes::from(ping_json),
-        visit: Bytes::from(serde_json::to_vec(&visit).unwrap_or_default()),
-    };
+    let answers = answers(&ctx.site.site_numbers, shown, st.config.ping_s);
     st.beats.remember(
         &shown.session_id,
         &ctx.site.id,
@@ -577,6 +548,35 @@ fn remember(st: &AppState, ctx: &SiteContext, shown: &Shown) -> Answers {
         answers.clone(),
     );
     answers
+}
+
+/// The answers to a session's page loads (`{visitor_id, session_id, numbers, track_code,
+/// ping_s}`) and to its heartbeats and events (`{numbers, ping_s}`). Both carry the same
+/// numbers: serialised once, the rest of each answer written around them.
+fn answers(site_numbers: &[String], shown: &Shown, ping_s: u32) -> Answers {
+    use std::io::Write as _;
+    // Writing JSON into a Vec fails only for values serde cannot represent; these are
+    // strings, and a failure would leave a shorter, still well-formed answer.
+    let mut numbers = Vec::with_capacity(128);
+    let _ = serde_json::to_writer(&mut numbers, &numbers_out(site_numbers, shown));
+    let mut ping = Vec::with_capacity(numbers.len() + 24);
+    ping.extend_from_slice(b"{\"numbers\":");
+    ping.extend_from_slice(&numbers);
+    let _ = write!(ping, ",\"ping_s\":{ping_s}}}");
+    let mut visit = Vec::with_capacity(numbers.len() + 160);
+    visit.extend_from_slice(b"{\"visitor_id\":");
+    let _ = serde_json::to_writer(&mut visit, &shown.visitor_id);
+    visit.extend_from_slice(b",\"session_id\":");
+    let _ = serde_json::to_writer(&mut visit, &shown.session_id);
+    visit.extend_from_slice(b",\"numbers\":");
+    visit.extend_from_slice(&numbers);
+    visit.extend_from_slice(b",\"track_code\":");
+    let _ = serde_json::to_writer(&mut visit, &shown.track_code);
+    let _ = write!(visit, ",\"ping_s\":{ping_s}}}");
+    Answers {
+        ping: Bytes::from(ping),
+        visit: Bytes::from(visit),
+    }
 }
 
 async fn ping(
@@ -618,6 +618,75 @@ mod future_sizes {
         ] {
             assert!(size <= 2048, "the {name} handler's future is {size} bytes");
         }
+    }
+}
+
+#[cfg(test)]
+mod answer_bodies {
+    use super::*;
+    use calltrail_store::engine::Printed;
+
+    fn shown(number: Option<Printed>) -> Shown {
+        Shown {
+            session_id: "s-1".into(),
+            visitor_id: "v\"1".into(),
+            track_code: "12345".into(),
+            number,
+            allocation: None,
+            hold_ms: None,
+            is_bot: false,
+        }
+    }
+
+    fn json(b: &Bytes) -> serde_json::Value {
+        serde_json::from_slice(b).unwrap_or(serde_json::Value::Null)
+    }
+
+    #[test]
+    fn answers_carry_the_numbers_for_every_site_number() {
+        let site = ["+74951234567".to_owned(), "+78001234567".to_owned()];
+        let printed = Printed {
+            number: "+74953000000".into(),
+            display: "+7 495 300-00-00".into(),
+        };
+        let a = answers(&site, &shown(Some(printed)), 30);
+        let numbers = serde_json::json!([
+            {"replaces": "+74951234567", "number": "+74953000000", "display": "+7 495 300-00-00"},
+            {"replaces": "+78001234567", "number": "+74953000000", "display": "+7 495 300-00-00"},
+        ]);
+        assert_eq!(
+            json(&a.visit),
+            serde_json::json!({
+                "visitor_id": "v\"1", "session_id": "s-1", "numbers": numbers,
+                "track_code": "12345", "ping_s": 30,
+            })
+        );
+        assert_eq!(
+            json(&a.ping),
+            serde_json::json!({"numbers": numbers, "ping_s": 30})
+        );
+    }
+
+    #[test]
+    fn a_session_shown_no_number_keeps_the_sites_own() {
+        let a = answers(&["+74951234567".to_owned()], &shown(None), 15);
+        assert_eq!(
+            json(&a.ping),
+            serde_json::json!({"numbers": [], "ping_s": 15})
+        );
+        assert_eq!(json(&a.visit)["numbers"], serde_json::json!([]));
+        assert_eq!(json(&a.visit)["visitor_id"], "v\"1");
+    }
+
+    #[test]
+    fn hosts_of_urls_and_origins() {
+        assert_eq!(
+            host_of("https://Shop.example:8080/a?b#c"),
+            Some("Shop.example")
+        );
+        assert_eq!(host_of("https://user@shop.example/"), Some("shop.example"));
+        assert_eq!(host_of("http://[::1]:8790/"), Some("[::1]"));
+        assert_eq!(host_of("shop.example/page"), None);
     }
 }
 
