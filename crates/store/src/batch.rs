@@ -255,6 +255,7 @@ impl Store {
                 out.extend(self.plan_chunk(&mut conn, &mut script, chunk, now).await?);
                 clashes.extend(conn.query(script, |r| r.get("clash")).await?);
             }
+            clashes.extend(codes_drawn_twice(items, &out));
             self.record_codes(items, &out, &clashes);
             fix_track_codes(self, &mut conn, items, &mut out, &clashes, now).await?;
             tx.commit().await?;
@@ -269,7 +270,8 @@ impl Store {
             out.extend(self.plan_chunk(&mut conn, &mut script, chunk, now).await?);
         }
         script.push("COMMIT").end();
-        let clashes = run_in_transaction(script, slot)?;
+        let mut clashes = run_in_transaction(script, slot)?;
+        clashes.extend(codes_drawn_twice(items, &out));
         self.seen_commit();
         // Committed; a clash of track codes is mended at once, before anyone is answered.
         self.record_codes(items, &out, &clashes);
@@ -656,18 +658,8 @@ impl Store {
                 };
             }
         }
+        check_codes(script, items, &shown, now);
         insert_sessions(script, items, &shown, held, now);
-        // Which new sessions drew a track code a live session of their site shows.
-        script.push(
-            "SELECT s.id AS clash FROM sessions s WHERE EXISTS (SELECT 1 FROM sessions o \
-             WHERE o.site_id = s.site_id AND o.track_code = s.track_code AND o.id <> s.id \
-             AND o.last_activity >= ",
-        );
-        script.val(now - TRACK_CODE_LIFE).push(") AND s.id IN (");
-        for sh in &shown {
-            script.val(sh.session_id.clone());
-        }
-        script.push(")").end();
         Ok(shown)
     }
 
@@ -1361,6 +1353,59 @@ async fn fix_track_codes(
     Ok(())
 }
 
+/// Which new sessions drew a track code a live session of their site shows (the rows'
+/// `clash` column names them), checked before the new sessions are written.
+///
+/// On SQLite only the latest session that drew a code is read: a session stops counting
+/// after [`TRACK_CODE_LIFE`] without activity, far past the time after which it cannot
+/// continue, and a code is handed to a new session only when no session that shows it
+/// counts, so of a code's sessions only the latest can still count. Looked up through
+/// `sessions_code` from its end, that is one index seek and one row whatever the number of
+/// sessions a busy site has drawn the code for over the years (each of which the plain
+/// `EXISTS` reads). PostgreSQL has no row order to read it by, and asks whether any counts.
+fn check_codes<'a>(
+    script: &mut Script<'a>,
+    items: &'a [(NewSession, Target)],
+    shown: &[Shown],
+    now: Millis,
+) {
+    script.push("SELECT v.column1 AS clash FROM (VALUES ");
+    for (i, ((s, _), sh)) in items.iter().zip(shown).enumerate() {
+        script.push(if i == 0 { "(" } else { ", (" });
+        script
+            .val(sh.session_id.clone())
+            .val(s.site_id.as_str())
+            .val(sh.track_code.clone())
+            .push(")");
+    }
+    match script.backend() {
+        Backend::Sqlite => script.push(
+            ") v WHERE (SELECT o.last_activity FROM sessions o WHERE o.site_id = v.column2 \
+             AND o.track_code = v.column3 ORDER BY o.rowid DESC LIMIT 1) >= ",
+        ),
+        Backend::Postgres => script.push(
+            ") v WHERE EXISTS (SELECT 1 FROM sessions o WHERE o.site_id = v.column2 \
+             AND o.track_code = v.column3 AND o.last_activity >= ",
+        ),
+    };
+    script.val(now - TRACK_CODE_LIFE);
+    if script.backend() == Backend::Postgres {
+        script.push(")");
+    }
+    script.end();
+}
+
+/// New sessions of the batch that drew the code an earlier one of their site drew in it.
+fn codes_drawn_twice(items: &[(NewSession, Target)], shown: &[Shown]) -> Vec<String> {
+    let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(shown.len());
+    items
+        .iter()
+        .zip(shown)
+        .filter(|((s, _), sh)| !seen.insert((s.site_id.as_str(), sh.track_code.as_str())))
+        .map(|(_, sh)| sh.session_id.clone())
+        .collect()
+}
+
 /// What a new session holds.
 #[derive(Clone, Default)]
 struct Held {
@@ -1426,4 +1471,103 @@ fn insert_sessions<'a>(
             .push(")");
     }
     script.end();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Millis = 100 * engine::HOUR;
+
+    /// New sessions of `site` that drew `codes`.
+    fn drawn(site: &str, codes: &[&str]) -> (Vec<(NewSession, Target)>, Vec<Shown>) {
+        let items = codes
+            .iter()
+            .map(|_| {
+                let s = NewSession {
+                    site_id: site.to_owned(),
+                    ..NewSession::default()
+                };
+                (s, Target::None)
+            })
+            .collect();
+        let shown = codes
+            .iter()
+            .enumerate()
+            .map(|(i, code)| Shown {
+                session_id: format!("new-{i}"),
+                visitor_id: "v".into(),
+                track_code: (*code).to_owned(),
+                number: None,
+                allocation: None,
+                hold_ms: None,
+                is_bot: false,
+            })
+            .collect();
+        (items, shown)
+    }
+
+    /// Sessions written in this order: `(id, site, code, last activity)`.
+    fn sessions(db: &rusqlite::Connection, rows: &[(&str, &str, &str, Millis)]) {
+        for (id, site, code, at) in rows {
+            db.execute(
+                "INSERT INTO sessions (id, site_id, visitor_id, started_at, last_activity, \
+                 track_code, channel, source, medium, landing_url, landing_path, is_bot, \
+                 page_count) VALUES (?1, ?2, 'v', ?3, ?3, ?4, 'direct', '(direct)', '(none)', \
+                 'https://shop.example/', '/', 0, 1)",
+                rusqlite::params![id, site, at, code],
+            )
+            .unwrap_or_else(|e| panic!("insert {id}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_code_clashes_when_its_latest_session_still_counts() {
+        let db = crate::migrate::sqlite_in_memory();
+        let long_ago = NOW - TRACK_CODE_LIFE - 1;
+        sessions(
+            &db,
+            &[
+                // 11111: drawn long ago, then again by a session that still counts.
+                ("a", "site", "11111", long_ago),
+                ("b", "site", "11111", NOW - engine::HOUR),
+                // 22222: its only session stopped counting.
+                ("c", "site", "22222", long_ago),
+                // 33333: another site's.
+                ("d", "other", "33333", NOW),
+            ],
+        );
+        let (items, shown) = drawn("site", &["11111", "22222", "33333", "44444"]);
+        let mut script = Script::new(Backend::Sqlite);
+        check_codes(&mut script, &items, &shown, NOW);
+        let plan: Vec<String> = db
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", script.texts()[0]))
+            .and_then(|mut q| {
+                let nulls = vec![rusqlite::types::Null; q.parameter_count()];
+                q.query_map(rusqlite::params_from_iter(nulls), |r| r.get(3))?
+                    .collect()
+            })
+            .unwrap_or_else(|e| panic!("plan: {e}"));
+        assert!(
+            plan.iter().any(|l| l.contains("sessions_code"))
+                && !plan.iter().any(|l| l.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
+        let clashes = script
+            .run_sqlite(&db)
+            .unwrap_or_else(|e| panic!("check: {e}"));
+        assert_eq!(clashes, ["new-0"]);
+    }
+
+    #[test]
+    fn a_batch_that_drew_one_code_twice_mends_the_second() {
+        let (mut items, mut shown) = drawn("site", &["11111", "22222", "11111"]);
+        let (other, other_shown) = drawn("other", &["11111"]);
+        items.extend(other);
+        shown.extend(other_shown.into_iter().map(|s| Shown {
+            session_id: "other-0".into(),
+            ..s
+        }));
+        assert_eq!(codes_drawn_twice(&items, &shown), ["new-2"]);
+    }
 }

@@ -103,6 +103,16 @@ async fn fill_displays(conn: &mut sqlx::AnyConnection) -> Result<()> {
     Ok(())
 }
 
+/// An SQLite database in memory with every migration, for unit tests of the SQL.
+#[cfg(test)]
+pub(crate) fn sqlite_in_memory() -> rusqlite::Connection {
+    let db = rusqlite::Connection::open_in_memory().expect("an SQLite database in memory");
+    for m in SQLITE {
+        db.execute_batch(m.sql).expect("the migrations apply");
+    }
+    db
+}
+
 #[cfg(test)]
 mod tests {
     use super::SQLITE;

@@ -89,6 +89,11 @@ impl<'a> Script<'a> {
         }
     }
 
+    /// The backend the script is written for.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
     /// Append SQL text.
     pub fn push(&mut self, sql: &str) -> &mut Self {
         self.sql.push_str(sql);
@@ -123,6 +128,12 @@ impl<'a> Script<'a> {
             }
         }
         self
+    }
+
+    /// The statements' text, in order.
+    #[cfg(test)]
+    pub fn texts(&self) -> Vec<&str> {
+        self.done.iter().map(|(sql, _)| sql.as_str()).collect()
     }
 
     /// End the current statement.
