@@ -269,7 +269,7 @@ fn map_cow(c: Cow<'_, str>, f: impl Fn(&str) -> &str) -> Cow<'_, str> {
 /// text for valid UTF-8 again, which a `&str` is already.
 pub fn form_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
     query.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        if pair.contains(['+', '%']) {
+        if pair.bytes().any(|b| b == b'+' || b == b'%') {
             if let Some((k, v)) = url::form_urlencoded::parse(pair.as_bytes()).next() {
                 return (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned()));
             }
@@ -294,117 +294,111 @@ struct PlainUrl<'a> {
 }
 
 impl<'a> PlainUrl<'a> {
-    /// One pass over the text: where the host, port, path and query end, and whether each
-    /// holds only what the `url` crate keeps.
     fn split(url: &'a str) -> Option<Self> {
         let rest = url
             .strip_prefix("https://")
             .or_else(|| url.strip_prefix("http://"))?;
-        let b = rest.as_bytes();
-        // Ends of the host, the authority (host and port) and the path.
-        let (mut host_end, mut auth_end, mut path_end) = (None, None, None);
-        let mut query_end = b.len();
-        for (i, &c) in b.iter().enumerate() {
-            if !c.is_ascii_graphic() || c == b'\\' {
+        // The fragment is not looked at; everything before it must be printable ASCII.
+        let query_end = rest.find('#').unwrap_or(rest.len());
+        let head = &rest[..query_end];
+        if !head.bytes().all(|c| c.is_ascii_graphic() && c != b'\\') {
+            return None;
+        }
+        let path_end = head.find('?').unwrap_or(query_end);
+        let auth_end = head[..path_end].find('/').unwrap_or(path_end);
+        let (host, port) = match head[..auth_end].split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (&head[..auth_end], None),
+        };
+        if let Some(p) = port {
+            // 1 to 5 digits, at most 65535.
+            if p.is_empty() || p.len() > 5 || !p.bytes().all(|c| c.is_ascii_digit()) {
                 return None;
             }
-            if c == b'#' {
-                query_end = i;
-                break;
-            }
-            if path_end.is_some() {
-                continue;
-            }
-            if c == b'?' {
-                host_end.get_or_insert(i);
-                auth_end.get_or_insert(i);
-                path_end = Some(i);
-            } else if auth_end.is_some() {
-                // The path: no character the crate encodes, no dot segment.
-                let dot = c == b'.' && b[i - 1] == b'/';
-                let encoded_dot = c == b'%' && matches!(b.get(i + 1..i + 3), Some(b"2e" | b"2E"));
-                if dot || encoded_dot || !plain_path_byte(c) {
-                    return None;
-                }
-            } else if c == b'/' {
-                host_end.get_or_insert(i);
-                auth_end = Some(i);
-            } else if host_end.is_some() {
-                if !c.is_ascii_digit() {
-                    return None;
-                }
-            } else if c == b':' {
-                host_end = Some(i);
-            } else if !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.') {
+            if p.parse::<u32>().ok()? > 65_535 {
                 return None;
             }
         }
-        let host_end = host_end.unwrap_or(query_end);
-        let auth_end = auth_end.unwrap_or(query_end);
-        let path_end = path_end.unwrap_or(query_end);
-        let host = &rest[..host_end];
-        if auth_end > host_end {
-            // A port: 1 to 5 digits, at most 65535.
-            let port = &rest[host_end + 1..auth_end];
-            if port.is_empty() || port.len() > 5 || port.parse::<u32>().ok()? > 65_535 {
-                return None;
-            }
-        }
-        if !plain_host(host) {
+        let path = &head[auth_end..path_end];
+        if !plain_host(host) || !plain_path(path) {
             return None;
         }
         Some(Self {
             host,
-            path: &rest[auth_end..path_end],
-            query: (path_end < query_end).then(|| &rest[path_end + 1..query_end]),
+            path,
+            query: (path_end < query_end).then(|| &head[path_end + 1..]),
         })
     }
 }
 
-/// A lowercase DNS name the `url` crate keeps as it is.
+/// A lowercase DNS name the `url` crate keeps as it is: labels of 1 to 63 of `a-z`, `0-9`
+/// and inner single `-` (no `xn--`), the last one starting with a letter (not an IP
+/// address), at most 253 characters, and perhaps a final dot.
 fn plain_host(host: &str) -> bool {
-    let name = host.strip_suffix('.').unwrap_or(host);
-    let mut labels = name.split('.');
-    let last_ok = name
-        .rsplit('.')
-        .next()
-        .is_some_and(|l| l.bytes().next().is_some_and(|b| b.is_ascii_lowercase()));
-    last_ok
-        && name.len() <= 253
-        && labels.all(|l| {
-            (1..=63).contains(&l.len())
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && !l.contains("--")
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        })
+    let name = host.strip_suffix('.').unwrap_or(host).as_bytes();
+    let last_start = name.iter().rposition(|&c| c == b'.').map_or(0, |i| i + 1);
+    if name.len() > 253 || !name.get(last_start).is_some_and(u8::is_ascii_lowercase) {
+        return false;
+    }
+    let (mut label, mut prev) = (0, b'.');
+    for &c in name {
+        match c {
+            b'.' if label > 0 && prev != b'-' => label = 0,
+            b'-' if label > 0 && prev != b'-' => label += 1,
+            b'a'..=b'z' | b'0'..=b'9' => label += 1,
+            _ => return false,
+        }
+        if label > 63 {
+            return false;
+        }
+        prev = c;
+    }
+    label > 0 && prev != b'-'
 }
 
-/// A byte of a path that the `url` crate keeps as it is.
-fn plain_path_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'/' | b'-'
-                | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-                | b'%'
-        )
+/// A path the `url` crate keeps as it is: no character it percent-encodes, no dot segment
+/// (`.`, `..`, `%2e` ...).
+fn plain_path(path: &str) -> bool {
+    let b = path.as_bytes();
+    (0..b.len()).all(|i| {
+        let c = b[i];
+        let dot = c == b'.' && i > 0 && b[i - 1] == b'/';
+        let encoded_dot = c == b'%' && matches!(b.get(i + 1..i + 3), Some(b"2e" | b"2E"));
+        PLAIN_PATH_BYTES[usize::from(c)] && !dot && !encoded_dot
+    })
 }
+
+/// The bytes of a path that the `url` crate keeps as they are.
+const PLAIN_PATH_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'/' | b'-'
+                    | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+                    | b'%'
+            );
+        b += 1;
+    }
+    t
+};
 
 /// Channel, source and medium from an ad click id, when the URL carries one.
 fn click_source(params: &QueryParams) -> Option<(Channel, &'static str, &'static str)> {
