@@ -21,11 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use axum::body::Bytes;
-use calltrail_core::setup::{NumberSpec, PoolSpec, SiteInput, SiteSpec};
-use calltrail_core::Region;
+use calltrail_loadgen::{lease_long_ago, setup_site, UA};
 use calltrail_server::{AppState, ServerConfig};
 use calltrail_store::testing::{self, TestDb};
-use calltrail_store::tracking::{self, VisitRequest};
 use clap::{Parser, ValueEnum};
 use http_body_util::{BodyExt as _, Full};
 use hyper::header::{CONTENT_TYPE, HOST, ORIGIN, USER_AGENT};
@@ -35,17 +33,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 
-const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
 const SITE_ORIGIN: &str = "https://bench.example";
-const SITE_NUMBER: &str = "+74951234567";
 const FALLBACK: &str = "+74959999999";
 /// The fallback number of the fresh-number row's site (a number serves one site).
 const FRESH_FALLBACK: &str = "+74959999998";
 /// The fallback number of the returning-number row's site.
 const RETURNING_FALLBACK: &str = "+74959999997";
-/// How long before the run the returning-number row's numbers were last shown: their
-/// 15 min hold is long over.
-const RETURNING_AGO_MS: i64 = 2 * 3600 * 1000;
 const SECTION: &str = "## Tracking endpoint throughput";
 /// Why the endpoints trail the bare handler, from profiling (perf) on the 2-core machine.
 const WHY: &str = "Where the time goes (perf, SQLite, visit rows): page loads are written in \
@@ -518,73 +511,6 @@ async fn start_calltrail(db: &TestDb) -> anyhow::Result<Running> {
     Ok(Running { addr, stop, done })
 }
 
-/// An account, a site on bench.example, a pool of `n` numbers from `+7495` `first` on, and
-/// its fallback.
-async fn setup_site(db: &TestDb, n: usize, first: usize, fallback: &str) -> anyhow::Result<String> {
-    let store = &db.store;
-    let region = Region::parse("RU").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let account = store.create_account("Bench").await?;
-    let domains = vec!["bench.example".to_owned()];
-    let numbers = vec![SITE_NUMBER.to_owned()];
-    let spec = SiteSpec::parse(&SiteInput {
-        name: "Bench",
-        domains: &domains,
-        timezone: "Europe/Moscow",
-        default_region: "RU",
-        site_numbers: &numbers,
-        forward_to: Some("+74951112233"),
-    })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let site = store.create_site(&account.id, &spec).await?;
-    let pool_spec =
-        PoolSpec::parse("Web", Some(15), Some("fallback")).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let pool = store.create_pool(&account.id, &site.id, &pool_spec).await?;
-    for i in 0..n {
-        let spec = NumberSpec::parse(
-            &format!("+7495{:07}", first + i),
-            region,
-            "pool",
-            Some(&pool.id),
-            None,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-        store.create_number(&account.id, &site.id, &spec).await?;
-    }
-    let spec = NumberSpec::parse(fallback, region, "fallback", Some(&pool.id), None)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    store.create_number(&account.id, &site.id, &spec).await?;
-    Ok(site.public_key)
-}
-
-/// Show each of the site's `n` pool numbers to a new visitor two hours ago, through the store
-/// as page loads then would have been (in batches, a millisecond apart): their holds ran out
-/// long before the run.
-async fn lease_long_ago(db: &TestDb, key: &str, n: usize) -> anyhow::Result<()> {
-    let store = &db.store;
-    let ctx = store
-        .site_context(key)
-        .await?
-        .context("the returning-number site")?;
-    let req = VisitRequest {
-        url: "https://bench.example/sofas?utm_source=google&utm_medium=cpc".to_owned(),
-        user_agent: Some(UA.to_owned()),
-        ..VisitRequest::default()
-    };
-    let at = jiff::Timestamp::now().as_millisecond() - RETURNING_AGO_MS;
-    let mut leased = 0;
-    for (i, start) in (0..n).step_by(256).enumerate() {
-        let batch: Vec<_> = (start..n.min(start + 256))
-            .map(|_| tracking::new_session(&ctx, &req))
-            .collect();
-        let shown = store.open_sessions(&batch, at + i as i64).await?;
-        leased += shown.iter().filter(|s| s.hold_ms.is_some()).count();
-    }
-    if leased != n {
-        bail!("showing the returning site's numbers leased {leased} of {n}");
-    }
-    Ok(())
-}
-
 /// Open `n` sessions (each a new visitor holding a pool number) for the ping phase.
 async fn open_sessions(addr: SocketAddr, key: &str, n: usize) -> anyhow::Result<Vec<String>> {
     let mut sender = connect(addr).await?;
@@ -641,7 +567,7 @@ fn run_backend(
     plan: &Plan,
 ) -> anyhow::Result<Vec<Outcome>> {
     eprintln!("[{name}] setting up a site with {} pool numbers", plan.pool);
-    let key = server_rt.block_on(setup_site(db, plan.pool, 3_000_000, FALLBACK))?;
+    let key = server_rt.block_on(setup_site(&db.store, plan.pool, 3_000_000, FALLBACK))?;
     let fresh_key: Option<Arc<str>> = if plan.fresh > 0 {
         eprintln!(
             "[{name}] setting up a second site with {} pool numbers",
@@ -649,7 +575,7 @@ fn run_backend(
         );
         Some(
             server_rt
-                .block_on(setup_site(db, plan.fresh, 5_000_000, FRESH_FALLBACK))?
+                .block_on(setup_site(&db.store, plan.fresh, 5_000_000, FRESH_FALLBACK))?
                 .into(),
         )
     } else {
@@ -661,12 +587,12 @@ fn run_backend(
             plan.returning
         );
         let key = server_rt.block_on(setup_site(
-            db,
+            &db.store,
             plan.returning,
             7_000_000,
             RETURNING_FALLBACK,
         ))?;
-        server_rt.block_on(lease_long_ago(db, &key, plan.returning))?;
+        server_rt.block_on(lease_long_ago(&db.store, &key, plan.returning))?;
         Some(key.into())
     } else {
         None
@@ -1031,6 +957,7 @@ fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use calltrail_loadgen::SITE_NUMBER;
 
     #[test]
     fn answers_with_any_sites_fallback_number_are_counted() {

@@ -27,8 +27,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use calltrail_core::setup::{NumberSpec, PoolSpec, SiteInput, SiteSpec};
-use calltrail_core::Region;
+use calltrail_loadgen::{lease_long_ago, setup_site, UA};
 use calltrail_server::{AppState, ServerConfig};
 use calltrail_store::engine::{NewSession, Target};
 use calltrail_store::testing::{self, TestDb};
@@ -40,7 +39,6 @@ use hyper::Request;
 use tokio::runtime::Runtime;
 use tower::ServiceExt as _;
 
-const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
 const URL: &str = "https://bench.example/sofas?utm_source=google&utm_medium=cpc&utm_campaign=bench";
 const REFERRER: &str = "https://www.google.com/";
 /// Numbers of the second site, for the server phase after the writer phase used the first.
@@ -96,13 +94,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn run(rt: &Runtime, db: &TestDb, args: &Args, phases: &[Phase]) -> anyhow::Result<()> {
-    let key = rt.block_on(setup_site(db, args.pool, 3_000_000, "+74959999999"))?;
+    let key = rt.block_on(setup_site(&db.store, args.pool, 3_000_000, "+74959999999"))?;
+    if args.returning {
+        rt.block_on(lease_long_ago(&db.store, &key, args.pool))?;
+    }
     let ctx = rt
         .block_on(db.store.site_context(&key))?
         .context("the site just made")?;
-    if args.returning {
-        rt.block_on(lease_long_ago(db, &ctx, args.pool))?;
-    }
     let req = visit_request();
     // Whether a phase leased the first site's numbers already.
     let mut used = false;
@@ -133,13 +131,10 @@ fn run(rt: &Runtime, db: &TestDb, args: &Args, phases: &[Phase]) -> anyhow::Resu
             }
             Phase::Server => {
                 let key = if used {
-                    let key =
-                        rt.block_on(setup_site(db, args.pool, SERVER_FIRST, "+74959999998"))?;
+                    let (store, n) = (&db.store, args.pool);
+                    let key = rt.block_on(setup_site(store, n, SERVER_FIRST, "+74959999998"))?;
                     if args.returning {
-                        let ctx = rt
-                            .block_on(db.store.site_context(&key))?
-                            .context("the second site")?;
-                        rt.block_on(lease_long_ago(db, &ctx, args.pool))?;
+                        rt.block_on(lease_long_ago(store, &key, n))?;
                     }
                     key
                 } else {
@@ -244,55 +239,4 @@ async fn one_visit(app: axum::Router, key: &str) -> anyhow::Result<axum::body::B
         );
     }
     Ok(bytes)
-}
-
-/// An account, a site on bench.example, a pool of `n` numbers from `+7495` `first` on, and
-/// its fallback.
-async fn setup_site(db: &TestDb, n: usize, first: usize, fallback: &str) -> anyhow::Result<String> {
-    let store = &db.store;
-    let region = Region::parse("RU").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let account = store.create_account("Cost").await?;
-    let domains = vec!["bench.example".to_owned()];
-    let numbers = vec![format!("+7495123456{}", first / 1_000_000)];
-    let spec = SiteSpec::parse(&SiteInput {
-        name: "Cost",
-        domains: &domains,
-        timezone: "Europe/Moscow",
-        default_region: "RU",
-        site_numbers: &numbers,
-        forward_to: Some("+74951112233"),
-    })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let site = store.create_site(&account.id, &spec).await?;
-    let pool_spec =
-        PoolSpec::parse("Web", Some(15), Some("fallback")).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let pool = store.create_pool(&account.id, &site.id, &pool_spec).await?;
-    for i in 0..n {
-        let spec = NumberSpec::parse(
-            &format!("+7495{:07}", first + i),
-            region,
-            "pool",
-            Some(&pool.id),
-            None,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-        store.create_number(&account.id, &site.id, &spec).await?;
-    }
-    let spec = NumberSpec::parse(fallback, region, "fallback", Some(&pool.id), None)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    store.create_number(&account.id, &site.id, &spec).await?;
-    Ok(site.public_key)
-}
-
-/// Show each of the site's `n` pool numbers to a visitor two hours ago.
-async fn lease_long_ago(db: &TestDb, ctx: &SiteContext, n: usize) -> anyhow::Result<()> {
-    let req = visit_request();
-    let at = jiff::Timestamp::now().as_millisecond() - 2 * 3600 * 1000;
-    for (i, start) in (0..n).step_by(256).enumerate() {
-        let batch: Vec<_> = (start..n.min(start + 256))
-            .map(|_| tracking::new_session(ctx, &req))
-            .collect();
-        db.store.open_sessions(&batch, at + i as i64).await?;
-    }
-    Ok(())
 }
