@@ -283,13 +283,14 @@ pub fn form_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, st
 /// change or refuse: printable ASCII, a lowercase host name (no IP address, no `xn--`
 /// label, no user, no `%`), a port of digits, a path with no dot segments and no character
 /// the crate percent-encodes. For such a URL its parts are the text as given, which is
-/// what browsers send nearly always; splitting it costs a tenth of a parse. Anything
-/// else is left to the `url` crate. (`plain_urls_split_as_the_url_crate_parses`, in the
+/// what browsers send nearly always; splitting it costs under half the instructions of a
+/// parse (`crates/loadgen/visit_cost.sh`). Anything else is left to the `url` crate. (`plain_urls_split_as_the_url_crate_parses`, in the
 /// tests, holds the two to the same parts.)
 struct PlainUrl<'a> {
     host: &'a str,
     /// Empty, or from the `/` on, without the query.
     path: &'a str,
+    /// Between the `?` and the fragment, as written.
     query: Option<&'a str>,
 }
 
