@@ -164,14 +164,7 @@ struct Landing {
 /// Host and path of a landing URL, also when it is relative or lacks a scheme.
 fn parse_landing(url: &str) -> Landing {
     if let Some(p) = PlainUrl::split(url) {
-        return Landing {
-            host: Some(normalize_host(p.host)),
-            path: if p.path.is_empty() {
-                "/".to_owned()
-            } else {
-                truncate(p.path, MAX_URL_CHARS).to_owned()
-            },
-        };
+        return Landing::of(Some(p.host), p.path);
     }
     let parsed = if url.starts_with("//") {
         Url::parse(&format!("http:{url}")).ok()
@@ -187,25 +180,27 @@ fn parse_landing(url: &str) -> Landing {
     };
     match parsed {
         Some(u) if u.host_str().is_some() => {
-            let path = if u.cannot_be_a_base() || u.path().is_empty() {
-                "/".to_owned()
-            } else {
-                truncate(u.path(), MAX_URL_CHARS).to_owned()
-            };
-            Landing {
-                host: u.host_str().map(normalize_host),
-                path,
-            }
+            let path = if u.cannot_be_a_base() { "" } else { u.path() };
+            Landing::of(u.host_str(), path)
         }
         _ => {
             let end = url.find(['?', '#']).unwrap_or(url.len());
             let raw = &url[..end];
-            let path = if raw.starts_with('/') {
-                truncate(raw, MAX_URL_CHARS).to_owned()
-            } else {
+            Landing::of(None, if raw.starts_with('/') { raw } else { "" })
+        }
+    }
+}
+
+impl Landing {
+    /// A landing page on `host` (as written) at `path` ("/" when there is none).
+    fn of(host: Option<&str>, path: &str) -> Self {
+        Self {
+            host: host.map(normalize_host),
+            path: if path.is_empty() {
                 "/".to_owned()
-            };
-            Landing { host: None, path }
+            } else {
+                truncate(path, MAX_URL_CHARS).to_owned()
+            },
         }
     }
 }
@@ -267,7 +262,7 @@ fn map_cow(c: Cow<'_, str>, f: impl Fn(&str) -> &str) -> Cow<'_, str> {
 /// `form_urlencoded::parse` decodes them, but borrowed from `query` where a pair holds
 /// nothing to decode (no `+`, no `%`): most pairs, and the decoder checks every pair's
 /// text for valid UTF-8 again, which a `&str` is already.
-pub fn form_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+pub(crate) fn form_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
     query.split('&').filter(|p| !p.is_empty()).map(|pair| {
         if pair.bytes().any(|b| b == b'+' || b == b'%') {
             if let Some((k, v)) = url::form_urlencoded::parse(pair.as_bytes()).next() {
@@ -284,8 +279,9 @@ pub fn form_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, st
 /// label, no user, no `%`), a port of digits, a path with no dot segments and no character
 /// the crate percent-encodes. For such a URL its parts are the text as given, which is
 /// what browsers send nearly always; splitting it costs under half the instructions of a
-/// parse (`crates/loadgen/visit_cost.sh`). Anything else is left to the `url` crate. (`plain_urls_split_as_the_url_crate_parses`, in the
-/// tests, holds the two to the same parts.)
+/// parse (`crates/loadgen/visit_cost.sh`). Anything else is left to the `url` crate.
+/// (`plain_urls_split_as_the_url_crate_parses`, in the tests, holds the two to the same
+/// parts.)
 struct PlainUrl<'a> {
     host: &'a str,
     /// Empty, or from the `/` on, without the query.
