@@ -2,7 +2,7 @@
 # Instructions a new visitor costs, phase by phase, counted by callgrind (repeatable to a
 # fraction of a percent, unlike throughput on a shared machine). See src/bin/visit_cost.rs.
 #
-#   crates/loadgen/visit_cost.sh                 # fresh numbers, pool of 20000, batches of 11
+#   crates/loadgen/visit_cost.sh                 # fresh numbers, pool of 5000, batches of 11
 #   crates/loadgen/visit_cost.sh --returning     # numbers back after their hold
 #
 # Needs valgrind (apt-get install -y valgrind). Extra arguments go to the program.
@@ -19,8 +19,13 @@ for phase in new-session writer server; do
   valgrind --tool=callgrind --callgrind-out-file="$out/cg.%p" --collect-atstart=no \
     --toggle-collect="$fn" "$bin" --phase "$phase" --visits "$visits" "$@" \
     >"$out/log" 2>&1 || { cat "$out/log"; exit 1; }
-  total=$(grep -h '^summary:' "$out"/cg.* | awk '{s += $2} END {print s}')
+  total=$(grep -h '^summary:' "$out"/cg.* | awk '{s += $2} END {print s + 0}')
   rm -f "$out"/cg.*
+  # Nothing counted: the phase's function was inlined or renamed, not a free visit.
+  if [ "$total" -eq 0 ]; then
+    echo "callgrind counted nothing in $fn" >&2
+    exit 1
+  fi
   # The writer and server phases run one visit fewer: the first, which reads the site and its
   # pool, is not counted.
   n=$visits; [ "$phase" != new-session ] && n=$((visits - 1))
