@@ -68,6 +68,7 @@ answered from memory is a transaction of its own.\n";
 const MAX_DURATION_S: f64 = 300.0;
 const MAX_CONCURRENCY: usize = 1024;
 const MAX_POOL: usize = 100_000;
+const MAX_ROUNDS: usize = 50;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum BackendArg {
@@ -113,6 +114,12 @@ struct Args {
     /// Threads of the load generator's runtime.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// Whole runs (the bare handler, every row, the bare handler again) one after another.
+    /// Each row's "vs bare" is taken against its own round's bare handler, and the table
+    /// shows the round with the median figure: one run on a shared machine moves by a sixth
+    /// or more, so a target near a row's figure is judged on several.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Write the results into this Markdown file's throughput section.
     #[arg(long)]
     write: Option<PathBuf>,
@@ -672,22 +679,111 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn table(results: &[Outcome], bare_rps: f64) -> String {
-    let mut s = String::from(
-        "| backend | endpoint | requests | req/s | p50 ms | p99 ms | errors | vs bare | CPU µs/req | steal % |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    for r in results {
-        let ratio = if bare_rps > 0.0 {
-            r.rps() / bare_rps * 100.0
+/// One round: the bare handler first, each backend's rows, the bare handler again.
+struct Round {
+    rows: Vec<Outcome>,
+    /// The bare handler's mean of its first and last measurement, req/s.
+    bare_rps: f64,
+}
+
+impl Round {
+    fn new(rows: Vec<Outcome>) -> Self {
+        let bares: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.backend == "-")
+            .map(Outcome::rps)
+            .collect();
+        let bare_rps = if bares.is_empty() {
+            0.0
+        } else {
+            bares.iter().sum::<f64>() / bares.len() as f64
+        };
+        Self { rows, bare_rps }
+    }
+
+    /// A row's throughput as a percentage of this round's bare handler.
+    fn ratio(&self, r: &Outcome) -> f64 {
+        if self.bare_rps > 0.0 {
+            r.rps() / self.bare_rps * 100.0
         } else {
             0.0
-        };
+        }
+    }
+}
+
+/// A row over all rounds: the round with the median figure stands for it.
+struct Row<'a> {
+    median: &'a Outcome,
+    /// Percent of its round's bare handler, the median round's.
+    ratio: f64,
+    /// Percent of bare in every round, in the order they ran.
+    by_round: Vec<f64>,
+    /// Errors over all rounds (the median round alone could hide one).
+    errors: u64,
+    /// A round measured nothing (the row's pool ran out in its warm-up).
+    empty: bool,
+}
+
+/// The rows of the first round, each with its figures from every round (matched by
+/// backend and endpoint). The median of an even count is the lower middle one.
+fn summarize(rounds: &[Round]) -> Vec<Row<'_>> {
+    let Some(first) = rounds.first() else {
+        return Vec::new();
+    };
+    first
+        .rows
+        .iter()
+        .map(|r0| {
+            let mut seen: Vec<(f64, &Outcome)> = rounds
+                .iter()
+                .filter_map(|round| {
+                    round
+                        .rows
+                        .iter()
+                        .find(|r| r.backend == r0.backend && r.endpoint == r0.endpoint)
+                        .map(|r| (round.ratio(r), r))
+                })
+                .collect();
+            let by_round = seen.iter().map(|(p, _)| *p).collect();
+            let errors = seen.iter().map(|(_, r)| r.errors).sum();
+            let empty = seen.iter().any(|(_, r)| r.ok == 0);
+            seen.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (ratio, median) = seen[(seen.len() - 1) / 2];
+            Row {
+                median,
+                ratio,
+                by_round,
+                errors,
+                empty,
+            }
+        })
+        .collect()
+}
+
+fn percents(v: &[f64]) -> String {
+    v.iter()
+        .map(|p| format!("{p:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn table(rows: &[Row<'_>], rounds: usize) -> String {
+    let mut s = String::from(
+        "| backend | endpoint | requests | req/s | p50 ms | p99 ms | errors | vs bare | CPU µs/req | steal % |",
+    );
+    let mut rule = String::from("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    if rounds > 1 {
+        s.push_str(" vs bare by round |");
+        rule.push_str("---|");
+    }
+    let _ = writeln!(s, "\n{rule}");
+    for row in rows {
+        let r = row.median;
         let mut endpoint = r.endpoint.clone();
         if r.endpoint.starts_with("visit") {
             let _ = write!(endpoint, " ({} of {} fallback)", r.fallback, r.ok);
         }
-        let _ = writeln!(
+        let _ = write!(
             s,
             "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.0}% | {} | {} |",
             r.backend,
@@ -696,42 +792,48 @@ fn table(results: &[Outcome], bare_rps: f64) -> String {
             r.rps(),
             r.pct_ms(0.50),
             r.pct_ms(0.99),
-            r.errors,
-            ratio,
+            row.errors,
+            row.ratio,
             r.cpu(),
             r.steal()
         );
+        if rounds > 1 {
+            let _ = write!(s, " {} |", percents(&row.by_round));
+        }
+        s.push('\n');
     }
     s
 }
 
-fn target_lines(results: &[Outcome], bare_rps: f64) -> String {
+fn target_lines(rows: &[Row<'_>], rounds: usize) -> String {
     let mut s = String::new();
-    for r in results.iter().filter(|r| r.backend == "sqlite") {
-        let need = if r.endpoint == "ping" {
+    for row in rows.iter().filter(|r| r.median.backend == "sqlite") {
+        let endpoint = &row.median.endpoint;
+        let need = if endpoint == "ping" {
             60.0
-        } else if r.endpoint.starts_with("visit") {
+        } else if endpoint.starts_with("visit") {
             30.0
         } else {
             continue;
         };
-        if r.ok == 0 {
+        if row.empty {
             let _ = writeln!(
                 s,
-                "- SQLite {}: nothing measured (its pool ran out in the warm-up: give it more numbers)",
-                r.endpoint
+                "- SQLite {endpoint}: nothing measured in a round (its pool ran out in the warm-up: give it more numbers)"
             );
             continue;
         }
-        let got = if bare_rps > 0.0 {
-            r.rps() / bare_rps * 100.0
+        let got = row.ratio;
+        let spread = if rounds > 1 {
+            let lo = row.by_round.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = row.by_round.iter().copied().fold(0.0, f64::max);
+            format!(", the median of {rounds} rounds ({lo:.0}–{hi:.0}%)")
         } else {
-            0.0
+            String::new()
         };
         let _ = writeln!(
             s,
-            "- SQLite {}: {got:.0}% of bare (target ≥ {need:.0}%): {}",
-            r.endpoint,
+            "- SQLite {endpoint}: {got:.0}% of bare{spread} (target ≥ {need:.0}%): {}",
             if got >= need { "met" } else { "MISSED" }
         );
     }
@@ -769,6 +871,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.concurrency == 0 || args.concurrency > MAX_CONCURRENCY {
         bail!("--concurrency must be 1..={MAX_CONCURRENCY}");
+    }
+    if args.rounds == 0 || args.rounds > MAX_ROUNDS {
+        bail!("--rounds must be 1..={MAX_ROUNDS}");
     }
     if args.pool_numbers == 0 || args.pool_numbers > MAX_POOL {
         bail!("--pool-numbers must be 1..={MAX_POOL}");
@@ -812,8 +917,9 @@ fn main() -> anyhow::Result<()> {
             .build()?
     };
 
-    // 1. The bare handler, measured again at the end (below): the yardstick is the mean of
-    // the two, as this machine's speed drifts during a run.
+    // One round: the bare handler, each backend on a fresh database with the real server,
+    // the bare handler again. Its yardstick is the mean of the two, as this machine's speed
+    // drifts during a run.
     let bare_phase = |when: &str| -> anyhow::Result<Outcome> {
         eprintln!("[bare] measuring ({when})");
         let bare_rt = server_runtime(server_threads)?;
@@ -835,21 +941,28 @@ fn main() -> anyhow::Result<()> {
             t,
         ))
     };
-    let mut results = vec![bare_phase("first")?];
-    let mut notes = Vec::new();
-
-    // 2. Each backend on a fresh database, with the real server.
     let want_sqlite = matches!(args.backend, BackendArg::Sqlite | BackendArg::Both);
     let want_pg = matches!(args.backend, BackendArg::Postgres | BackendArg::Both);
-    if want_sqlite {
-        let rt = server_runtime(server_threads)?;
-        let db = rt.block_on(testing::sqlite());
-        let r = run_backend("sqlite", &db, &rt, &client_rt, &plan);
-        rt.block_on(db.cleanup());
-        results.extend(r?);
+    let mut notes = Vec::new();
+    if want_pg && pg_url.is_none() {
+        let note = "PostgreSQL skipped: set CALLTRAIL_BENCH_DATABASE_URL (or CALLTRAIL_TEST_DATABASE_URL) to run it.";
+        eprintln!("{note}");
+        notes.push(note.to_owned());
     }
-    if want_pg {
-        if pg_url.is_some() {
+    let mut rounds = Vec::with_capacity(args.rounds);
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            eprintln!("round {round} of {}", args.rounds);
+        }
+        let mut results = vec![bare_phase("first")?];
+        if want_sqlite {
+            let rt = server_runtime(server_threads)?;
+            let db = rt.block_on(testing::sqlite());
+            let r = run_backend("sqlite", &db, &rt, &client_rt, &plan);
+            rt.block_on(db.cleanup());
+            results.extend(r?);
+        }
+        if want_pg && pg_url.is_some() {
             let rt = server_runtime(server_threads)?;
             let db = rt
                 .block_on(testing::postgres())
@@ -857,22 +970,18 @@ fn main() -> anyhow::Result<()> {
             let r = run_backend("postgres", &db, &rt, &client_rt, &plan);
             rt.block_on(db.cleanup());
             results.extend(r?);
-        } else {
-            let note = "PostgreSQL skipped: set CALLTRAIL_BENCH_DATABASE_URL (or CALLTRAIL_TEST_DATABASE_URL) to run it.";
-            eprintln!("{note}");
-            notes.push(note.to_owned());
         }
+        results.push(bare_phase("last")?);
+        rounds.push(Round::new(results));
     }
-
-    results.push(bare_phase("last")?);
-    let bares: Vec<f64> = results
+    let rows = summarize(&rounds);
+    let bares = rounds
         .iter()
-        .filter(|r| r.backend == "-")
-        .map(Outcome::rps)
-        .collect();
-    let bare_rps = bares.iter().sum::<f64>() / bares.len() as f64;
-    let tbl = table(&results, bare_rps);
-    let targets = target_lines(&results, bare_rps);
+        .map(|r| format!("{:.0}", r.bare_rps))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let tbl = table(&rows, args.rounds);
+    let targets = target_lines(&rows, args.rounds);
     println!("{tbl}\n{targets}");
     for n in &notes {
         println!("{n}");
@@ -930,9 +1039,10 @@ fn main() -> anyhow::Result<()> {
              rerun for comparisons).\n\
              - The bare handler is a POST route on the same axum server stack without calltrail's \
              layers: it reads the body and returns a small JSON. It is measured first and again \
-             last; \"vs bare\" divides by the mean of the two ({bare_rps:.0} req/s), since this \
+             last; \"vs bare\" divides by the mean of the two ({bares} req/s), since this \
              machine's speed drifts during a run. \"steal %\": the share of the machine's CPU \
-             time the hypervisor gave to other guests in the measured window.\n",
+             time the hypervisor gave to other guests in the measured window.\n\
+             - Rounds: {}. {}\n",
             jiff::Zoned::now().strftime("%Y-%m-%d %H:%M %Z"),
             cpu_model(),
             plan.concurrency,
@@ -943,6 +1053,18 @@ fn main() -> anyhow::Result<()> {
             plan.fresh,
             FRESH_WARMUP.as_secs_f64(),
             plan.returning,
+            args.rounds,
+            if args.rounds > 1 {
+                "Each round is a whole run (the bare handler, every row, the bare handler \
+                 again; the bare figures above are each round's mean), one after another. A \
+                 row's \"vs bare\" is taken against its own round's bare handler; the table \
+                 shows the round with the median figure (the lower middle one of an even \
+                 count), \"vs bare by round\" every round's in the order they ran, and \
+                 \"errors\" the sum over all rounds."
+            } else {
+                "One run: on this shared machine a row moves by a sixth or more between runs \
+                 of the same build (`--rounds N` gives the median of N)."
+            },
         );
         let _ = writeln!(s, "{tbl}\n{targets}\n{WHY}");
         for n in &notes {
@@ -958,6 +1080,103 @@ fn main() -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use calltrail_loadgen::SITE_NUMBER;
+
+    /// Percentages to whole numbers, to compare.
+    fn whole(v: &[f64]) -> Vec<i64> {
+        v.iter().map(|p| p.round() as i64).collect()
+    }
+
+    /// A row that answered `ok` requests in one second.
+    fn row(backend: &'static str, endpoint: &str, ok: u64, errors: u64) -> Outcome {
+        Outcome {
+            backend,
+            endpoint: endpoint.to_owned(),
+            secs: 1.0,
+            ok,
+            errors,
+            lat_us: vec![500, 900],
+            fallback: 0,
+            cpu_us: None,
+            steal_pct: None,
+        }
+    }
+
+    /// A round whose bare handler answered `bare` requests a second, first and last.
+    fn round(bare: u64, fresh: u64, ping: u64, errors: u64) -> Round {
+        Round::new(vec![
+            row("-", "bare axum handler (first)", bare, 0),
+            row("sqlite", "ping", ping, 0),
+            row("sqlite", "visit (fresh number)", fresh, errors),
+            row("-", "bare axum handler (last)", bare, 0),
+        ])
+    }
+
+    #[test]
+    fn each_row_is_judged_against_its_own_rounds_bare_and_by_the_median_round() {
+        // Fresh number: 25 %, 40 %, 32 % of each round's bare; ping 70 %, 50 %, 61 %.
+        let rounds = [
+            round(80_000, 20_000, 56_000, 0),
+            round(50_000, 20_000, 25_000, 2),
+            round(100_000, 32_000, 61_000, 1),
+        ];
+        let rows = summarize(&rounds);
+        let fresh = &rows[2];
+        assert_eq!(fresh.median.endpoint, "visit (fresh number)");
+        assert_eq!(whole(&fresh.by_round), vec![25, 40, 32]);
+        assert_eq!(whole(&[fresh.ratio]), vec![32]);
+        assert_eq!(
+            fresh.median.ok, 32_000,
+            "the median round's own row is shown"
+        );
+        assert_eq!(fresh.errors, 3, "errors of every round count");
+        assert_eq!(whole(&[rows[1].ratio]), vec![61]);
+
+        let targets = target_lines(&rows, 3);
+        assert!(
+            targets.contains(
+                "- SQLite ping: 61% of bare, the median of 3 rounds (50–70%) (target ≥ 60%): met"
+            ),
+            "{targets}"
+        );
+        assert!(
+            targets.contains("- SQLite visit (fresh number): 32% of bare, the median of 3 rounds (25–40%) (target ≥ 30%): met"),
+            "{targets}"
+        );
+        let tbl = table(&rows, 3);
+        assert!(tbl.contains("| 32% | – | – | 25, 40, 32 |"), "{tbl}");
+        assert!(tbl.contains("| 3 | 32% |"), "{tbl}");
+    }
+
+    #[test]
+    fn an_even_count_of_rounds_takes_the_lower_middle_and_one_round_is_a_plain_table() {
+        let rounds = [
+            round(100_000, 29_000, 70_000, 0),
+            round(100_000, 35_000, 70_000, 0),
+        ];
+        let rows = summarize(&rounds);
+        assert_eq!(whole(&[rows[2].ratio]), vec![29]);
+        assert!(target_lines(&rows, 2)
+            .contains("29% of bare, the median of 2 rounds (29–35%) (target ≥ 30%): MISSED"));
+
+        let one = [round(100_000, 31_000, 70_000, 0)];
+        let rows = summarize(&one);
+        let tbl = table(&rows, 1);
+        assert!(!tbl.contains("by round"), "{tbl}");
+        assert!(target_lines(&rows, 1)
+            .contains("- SQLite visit (fresh number): 31% of bare (target ≥ 30%): met"));
+    }
+
+    #[test]
+    fn a_round_that_measured_nothing_is_said_not_averaged_away() {
+        let rounds = [
+            round(100_000, 40_000, 70_000, 0),
+            round(100_000, 0, 70_000, 0),
+            round(100_000, 41_000, 70_000, 0),
+        ];
+        let rows = summarize(&rounds);
+        assert!(target_lines(&rows, 3)
+            .contains("- SQLite visit (fresh number): nothing measured in a round"));
+    }
 
     #[test]
     fn answers_with_any_sites_fallback_number_are_counted() {
