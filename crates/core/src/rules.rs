@@ -1,5 +1,7 @@
 //! Combined tracking: a site's rules, in priority order, decide what a session is shown.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Channel, Domain};
@@ -37,8 +39,8 @@ pub struct Subject<'a> {
     pub campaign: Option<&'a str>,
     pub referrer_domain: Option<&'a str>,
     pub landing_path: &'a str,
-    /// `(name, value)` pairs of the landing URL's query.
-    pub landing_params: &'a [(String, String)],
+    /// The landing URL, whose query `landing_param` conditions read (decoded only for them).
+    pub landing_url: &'a str,
     pub channel: Channel,
 }
 
@@ -104,9 +106,8 @@ impl RuleMatch {
                 .is_none_or(|p| s.landing_path.starts_with(p))
             && self.landing_param.as_deref().is_none_or(|p| {
                 let (name, value) = p.split_once('=').map_or((p, None), |(n, v)| (n, Some(v)));
-                s.landing_params
-                    .iter()
-                    .any(|(n, v)| n == name && value.is_none_or(|want| text_matches(want, v)))
+                landing_pairs(s.landing_url)
+                    .any(|(n, v)| n == name && value.is_none_or(|want| text_matches(want, &v)))
             })
             && self.channel.is_none_or(|c| c == s.channel)
     }
@@ -140,17 +141,13 @@ pub fn first_match<'r>(rules: &'r [Rule], s: &Subject<'_>) -> Option<&'r Rule> {
 
 /// The `(name, value)` pairs of a URL's query (at most 50), for `landing_param` rules:
 /// decoded from the text between `?` and `#` as a form (`+` is a space), without parsing the
-/// URL (every new visitor comes here, and a URL parse cost more than the rest of the rules).
-pub fn query_pairs(url: &str) -> Vec<(String, String)> {
+/// URL, and borrowed where nothing is encoded. Only a rule with a `landing_param` condition
+/// decodes them, once its other conditions matched.
+fn landing_pairs(url: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
     let url = url.get(..url.len().min(4096)).unwrap_or("");
     let before_fragment = url.split('#').next().unwrap_or_default();
-    let Some((_, query)) = before_fragment.split_once('?') else {
-        return Vec::new();
-    };
-    crate::traffic::form_pairs(query)
-        .take(50)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
+    let query = before_fragment.split_once('?').map_or("", |(_, q)| q);
+    crate::traffic::form_pairs(query).take(50)
 }
 
 #[cfg(test)]
@@ -158,8 +155,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn query_pairs_are_the_query_decoded_without_the_fragment() {
-        let pairs = |u: &str| query_pairs(u);
+    fn landing_pairs_are_the_query_decoded_without_the_fragment() {
+        let pairs = |u: &str| {
+            landing_pairs(u)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
             pairs("https://shop.example/a?utm_source=avito&q=%D0%B4%D0%B8%D0%B2%D0%B0%D0%BD+red&x#frag?y=1"),
             [("utm_source", "avito"), ("q", "диван red"), ("x", "")]
@@ -175,14 +176,14 @@ mod tests {
         assert_eq!(pairs(&format!("https://shop.example/?{many}")).len(), 50);
     }
 
-    fn subject(params: &[(String, String)]) -> Subject<'_> {
+    fn subject(landing_url: &str) -> Subject<'_> {
         Subject {
             source: "avito",
             medium: "referral",
             campaign: Some("spring_sale"),
             referrer_domain: Some("m.avito.ru"),
             landing_path: "/promo/a",
-            landing_params: params,
+            landing_url,
             channel: Channel::Referral,
         }
     }
@@ -198,8 +199,10 @@ mod tests {
 
     #[test]
     fn conditions() {
-        let params = vec![("from".to_owned(), "bill".to_owned())];
-        let s = subject(&params);
+        // Decoded as a form; what follows the fragment is not the query.
+        let s = subject(
+            "https://shop.example/promo/a?from=bill&q=%D0%B4%D0%B8%D0%B2%D0%B0%D0%BD+red#x?from=tv",
+        );
         let m = |m: RuleMatch| m.matches(&s);
         assert!(m(RuleMatch {
             utm_source: Some("AVITO".into()),
@@ -242,6 +245,10 @@ mod tests {
             ..Default::default()
         }));
         assert!(m(RuleMatch {
+            landing_param: Some("q=диван red".into()),
+            ..Default::default()
+        }));
+        assert!(m(RuleMatch {
             channel: Some(Channel::Referral),
             ..Default::default()
         }));
@@ -254,8 +261,7 @@ mod tests {
 
     #[test]
     fn priority_order_decides() {
-        let params = vec![];
-        let s = subject(&params);
+        let s = subject("https://shop.example/promo/a");
         let rules = vec![
             rule(
                 "b",

@@ -72,7 +72,7 @@ impl SiteContext {
     pub fn target_for(
         &self,
         a: &traffic::Attribution,
-        params: &[(String, String)],
+        landing_url: &str,
     ) -> (Target, Option<String>) {
         let subject = Subject {
             source: &a.source,
@@ -80,7 +80,7 @@ impl SiteContext {
             campaign: a.campaign.as_deref(),
             referrer_domain: a.referrer_domain.as_deref(),
             landing_path: &a.landing_path,
-            landing_params: params,
+            landing_url,
             channel: a.channel,
         };
         if let Some(rule) = rules::first_match(&self.rules, &subject) {
@@ -360,11 +360,8 @@ pub fn new_session(ctx: &SiteContext, req: &VisitRequest) -> (NewSession, Target
     let device = traffic::parse_user_agent(req.user_agent.as_deref().unwrap_or(""));
     let (target, rule_id) = if device.is_bot {
         (Target::None, None)
-    } else if ctx.rules.iter().any(|r| r.matcher.landing_param.is_some()) {
-        ctx.target_for(&a, &rules::query_pairs(&req.url))
     } else {
-        // No rule reads the landing URL's parameters: they need not be decoded.
-        ctx.target_for(&a, &[])
+        ctx.target_for(&a, &req.url)
     };
     let visitor = clean_id(req.visitor_id.as_deref());
     let s = NewSession {
