@@ -1378,21 +1378,25 @@ fn check_codes<'a>(
             .val(sh.track_code.clone())
             .push(")");
     }
-    match script.backend() {
-        Backend::Sqlite => script.push(
+    // The test of the code's sessions' activity (the latest one's on SQLite, any one's on
+    // PostgreSQL), around the time it is compared to.
+    let (before, after) = match script.backend() {
+        Backend::Sqlite => (
             ") v WHERE (SELECT o.last_activity FROM sessions o WHERE o.site_id = v.column2 \
              AND o.track_code = v.column3 ORDER BY o.rowid DESC LIMIT 1) >= ",
+            "",
         ),
-        Backend::Postgres => script.push(
+        Backend::Postgres => (
             ") v WHERE EXISTS (SELECT 1 FROM sessions o WHERE o.site_id = v.column2 \
              AND o.track_code = v.column3 AND o.last_activity >= ",
+            ")",
         ),
     };
-    script.val(now - TRACK_CODE_LIFE);
-    if script.backend() == Backend::Postgres {
-        script.push(")");
-    }
-    script.end();
+    script
+        .push(before)
+        .val(now - TRACK_CODE_LIFE)
+        .push(after)
+        .end();
 }
 
 /// New sessions of the batch that drew the code an earlier one of their site drew in it.
