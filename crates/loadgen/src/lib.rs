@@ -10,6 +10,21 @@ use calltrail_store::Store;
 pub const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
 /// The number printed on the benchmark sites, which the script replaces.
 pub const SITE_NUMBER: &str = "+74951234567";
+/// The fallback number of the first benchmark site (pool dry, next page, ping).
+pub const FALLBACK: &str = "+74959999999";
+/// The fallback number of the fresh-number site (a number serves one site).
+pub const FRESH_FALLBACK: &str = "+74959999998";
+/// The fallback number of the returning-number site.
+pub const RETURNING_FALLBACK: &str = "+74959999997";
+/// The fallback numbers of the three sites share these digits, which no pool number has.
+const FALLBACK_DIGITS: &str = "\"number\":\"+749599999";
+
+/// A visit answer that shows a fallback number. A substring search: a byte-by-byte window
+/// scan took about as long as the rest of the load generator's work on a visit.
+pub fn shows_fallback(body: &[u8]) -> bool {
+    std::str::from_utf8(body).is_ok_and(|b| b.contains(FALLBACK_DIGITS))
+}
+
 /// How long before the run a returning site's numbers were last shown: their 15 min hold is
 /// long over.
 pub const RETURNING_AGO_MS: i64 = 2 * 3600 * 1000;
@@ -82,4 +97,25 @@ pub async fn lease_long_ago(store: &Store, key: &str, n: usize) -> anyhow::Resul
         anyhow::bail!("showing the returning site's numbers leased {leased} of {n}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_with_any_sites_fallback_number_are_counted() {
+        let answer = |number: &str| {
+            format!(
+                r#"{{"visitor_id":"v","session_id":"s","numbers":[{{"replaces":"{SITE_NUMBER}","number":"{number}","display":"x"}}],"track_code":"12345","ping_s":30}}"#
+            )
+        };
+        for fallback in [FALLBACK, FRESH_FALLBACK, RETURNING_FALLBACK] {
+            assert!(shows_fallback(answer(fallback).as_bytes()), "{fallback}");
+        }
+        for pool in ["+74953000000", "+74955019999", "+74957000999"] {
+            assert!(!shows_fallback(answer(pool).as_bytes()), "{pool}");
+        }
+        assert!(!shows_fallback(b"{\"numbers\":[],\"ping_s\":30}"));
+    }
 }

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use axum::body::Bytes;
-use calltrail_loadgen::{lease_long_ago, setup_site, UA};
+use calltrail_loadgen::{
+    lease_long_ago, setup_site, shows_fallback, FALLBACK, FRESH_FALLBACK, RETURNING_FALLBACK, UA,
+};
 use calltrail_server::{AppState, ServerConfig};
 use calltrail_store::testing::{self, TestDb};
 use clap::{Parser, ValueEnum};
@@ -34,11 +36,6 @@ use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 
 const SITE_ORIGIN: &str = "https://bench.example";
-const FALLBACK: &str = "+74959999999";
-/// The fallback number of the fresh-number row's site (a number serves one site).
-const FRESH_FALLBACK: &str = "+74959999998";
-/// The fallback number of the returning-number row's site.
-const RETURNING_FALLBACK: &str = "+74959999997";
 const SECTION: &str = "## Tracking endpoint throughput";
 /// Why the endpoints trail the bare handler, from profiling (perf) on the 2-core machine.
 const WHY: &str = "Where the time goes (perf, SQLite, visit rows): page loads are written in \
@@ -287,16 +284,6 @@ async fn connect(
         let _ = conn.await;
     });
     Ok(sender)
-}
-
-/// The fallback numbers of the three sites share these digits, which no pool number has.
-const FALLBACK_DIGITS: &str = "\"number\":\"+749599999";
-
-/// A visit answer that shows a fallback number. A substring search: the byte-by-byte
-/// window scan this was took about as long as the rest of the load generator's work on a
-/// visit, charged to the visit rows alone.
-fn shows_fallback(body: &[u8]) -> bool {
-    std::str::from_utf8(body).is_ok_and(|b| b.contains(FALLBACK_DIGITS))
 }
 
 async fn worker(addr: SocketAddr, load: Load, id: usize, w: Window) -> anyhow::Result<Tally> {
@@ -859,8 +846,8 @@ fn write_section(path: &PathBuf, section: &str) -> anyhow::Result<()> {
     std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+/// The flags' bounds, whatever clap let through.
+fn check(args: &Args) -> anyhow::Result<()> {
     if args.duration <= 0.0
         || !(0.0..=MAX_DURATION_S).contains(&args.duration)
         || !(0.0..=MAX_DURATION_S).contains(&args.warmup)
@@ -881,6 +868,12 @@ fn main() -> anyhow::Result<()> {
     if args.fresh_numbers > MAX_POOL || args.returning_numbers > MAX_POOL {
         bail!("--fresh-numbers and --returning-numbers must be 0..={MAX_POOL}");
     }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    check(&args)?;
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let load_avg = std::fs::read_to_string("/proc/loadavg").map_or_else(
         |_| "unknown".to_owned(),
@@ -1079,7 +1072,36 @@ fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use calltrail_loadgen::SITE_NUMBER;
+
+    #[test]
+    fn flags_out_of_bounds_are_refused() {
+        let check_of = |flags: &[&str]| {
+            let args = Args::try_parse_from(
+                std::iter::once("calltrail-loadgen").chain(flags.iter().copied()),
+            )
+            .map_err(|e| e.to_string())?;
+            check(&args).map_err(|e| e.to_string())
+        };
+        assert_eq!(check_of(&["--rounds", "3"]), Ok(()));
+        for (flags, says) in [
+            (&["--rounds", "0"][..], "--rounds must be 1..=50"),
+            (&["--rounds", "51"], "--rounds must be 1..=50"),
+            (&["--duration", "0"], "--duration must be in"),
+            (&["--concurrency", "0"], "--concurrency must be"),
+            (&["--pool-numbers", "0"], "--pool-numbers must be"),
+            (
+                &["--fresh-numbers", "100001"],
+                "--fresh-numbers and --returning-numbers",
+            ),
+        ] {
+            let got = check_of(flags);
+            assert!(
+                got.as_ref().is_err_and(|e| e.contains(says)),
+                "{flags:?}: {got:?}"
+            );
+        }
+        assert!(check_of(&["--rounds", "x"]).is_err());
+    }
 
     /// Percentages to whole numbers, to compare.
     fn whole(v: &[f64]) -> Vec<i64> {
@@ -1176,21 +1198,5 @@ mod tests {
         let rows = summarize(&rounds);
         assert!(target_lines(&rows, 3)
             .contains("- SQLite visit (fresh number): nothing measured in a round"));
-    }
-
-    #[test]
-    fn answers_with_any_sites_fallback_number_are_counted() {
-        let answer = |number: &str| {
-            format!(
-                r#"{{"visitor_id":"v","session_id":"s","numbers":[{{"replaces":"{SITE_NUMBER}","number":"{number}","display":"x"}}],"track_code":"12345","ping_s":30}}"#
-            )
-        };
-        for fallback in [FALLBACK, FRESH_FALLBACK, RETURNING_FALLBACK] {
-            assert!(shows_fallback(answer(fallback).as_bytes()), "{fallback}");
-        }
-        for pool in ["+74953000000", "+74955019999", "+74957000999"] {
-            assert!(!shows_fallback(answer(pool).as_bytes()), "{pool}");
-        }
-        assert!(!shows_fallback(b"{\"numbers\":[],\"ping_s\":30}"));
     }
 }

@@ -27,7 +27,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use calltrail_loadgen::{lease_long_ago, setup_site, UA};
+use calltrail_loadgen::{lease_long_ago, setup_site, shows_fallback, FALLBACK, FRESH_FALLBACK, UA};
 use calltrail_server::{AppState, ServerConfig};
 use calltrail_store::engine::{NewSession, Target};
 use calltrail_store::testing::{self, TestDb};
@@ -94,7 +94,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn run(rt: &Runtime, db: &TestDb, args: &Args, phases: &[Phase]) -> anyhow::Result<()> {
-    let key = rt.block_on(setup_site(&db.store, args.pool, 3_000_000, "+74959999999"))?;
+    let key = rt.block_on(setup_site(&db.store, args.pool, 3_000_000, FALLBACK))?;
     if args.returning {
         rt.block_on(lease_long_ago(&db.store, &key, args.pool))?;
     }
@@ -132,7 +132,7 @@ fn run(rt: &Runtime, db: &TestDb, args: &Args, phases: &[Phase]) -> anyhow::Resu
             Phase::Server => {
                 let key = if used {
                     let (store, n) = (&db.store, args.pool);
-                    let key = rt.block_on(setup_site(store, n, SERVER_FIRST, "+74959999998"))?;
+                    let key = rt.block_on(setup_site(store, n, SERVER_FIRST, FRESH_FALLBACK))?;
                     if args.returning {
                         rt.block_on(lease_long_ago(store, &key, n))?;
                     }
@@ -231,8 +231,7 @@ async fn one_visit(app: axum::Router, key: &str) -> anyhow::Result<axum::body::B
             String::from_utf8_lossy(&bytes)
         );
     }
-    // The fallback numbers are +74959999998 and +74959999999.
-    if bytes.windows(10).any(|w| w == b"+749599999") {
+    if shows_fallback(&bytes) {
         bail!(
             "a visitor was not shown a pool number: {}",
             String::from_utf8_lossy(&bytes)
