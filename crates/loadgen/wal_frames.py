@@ -12,12 +12,19 @@ table costs. Python's standard sqlite3 module only.
 
     python3 crates/loadgen/wal_frames.py              # every variant, batches of 8
     BATCH=16 python3 crates/loadgen/wal_frames.py sessions leases
+    TREES=1 python3 crates/loadgen/wal_frames.py leases   # and the pages of each b-tree
+
+With TREES=1 each variant also lists the pages a batch wrote to each table and index (read
+from the WAL's frame headers, each page named through SQLite's `dbstat` table, which
+Debian's SQLite has).
 """
 
+import collections
 import glob
 import os
 import random
 import sqlite3
+import struct
 import sys
 import tempfile
 import uuid
@@ -53,7 +60,21 @@ def v7(ms):
     return str(uuid.UUID(int=u))
 
 
-def frames(variant, batches, size, page_size):
+def pages_by_tree(db, wal_file, page_size):
+    """The WAL's frames counted by the table or index their page belongs to."""
+    with open(wal_file, "rb") as f:
+        wal = f.read()
+    frame = 24 + page_size
+    # A 32-byte header, then frames: a 24-byte header (the page number first) and the page.
+    pages = [struct.unpack_from(">I", wal, 32 + i * frame)[0] for i in range((len(wal) - 32) // frame)]
+    try:
+        names = dict(db.execute("SELECT pageno, name FROM dbstat"))
+    except sqlite3.OperationalError as e:
+        sys.exit(f"TREES=1 needs SQLite's dbstat table: {e}")
+    return collections.Counter(names.get(p, "(free or new)") for p in pages)
+
+
+def frames(variant, batches, size, page_size, trees=False):
     sql, mode = VARIANTS[variant]
     with_leases = mode != NO_LEASE
     with tempfile.TemporaryDirectory() as d:
@@ -105,14 +126,16 @@ def frames(variant, batches, size, page_size):
                     leases,
                 )
             db.execute("COMMIT")
+        by_tree = pages_by_tree(db, os.path.join(d, "calltrail.db-wal"), page_size) if trees else {}
         _, log, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         db.close()
-        return log / batches
+        return log / batches, by_tree
 
 
 def main():
     size = int(os.environ.get("BATCH", "8"))
     page_size = int(os.environ.get("PAGE_SIZE", "4096"))
+    trees = os.environ.get("TREES") == "1"
     batches = max(1, 3200 // size)
     names = sys.argv[1:] or list(VARIANTS)
     for name in names:
@@ -120,8 +143,10 @@ def main():
             sys.exit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
     print(f"batches of {size} new visitors, {page_size}-byte pages, {batches} batches")
     for name in names:
-        per_batch = frames(name, batches, size, page_size)
+        per_batch, by_tree = frames(name, batches, size, page_size, trees)
         print(f"{name:38s} {per_batch:6.2f} WAL pages a batch, {per_batch / size:5.2f} a visitor")
+        for tree, n in sorted(by_tree.items(), key=lambda t: (-t[1], t[0])):
+            print(f"    {tree:34s} {n / batches:6.2f}")
 
 
 if __name__ == "__main__":
