@@ -330,6 +330,8 @@ async fn rules_choose_what_a_session_sees_and_the_script_is_served() {
         assert_eq!(s, 201);
         let (s, _) = srv.call("POST", &format!("/api/v1/sites/{sid}/rules"), &tok, Some(json!({"priority": 3, "match": {"channel": "paid_search"}, "pool_id": pid}))).await;
         assert_eq!(s, 201);
+        let (s, _) = srv.call("POST", &format!("/api/v1/sites/{sid}/rules"), &tok, Some(json!({"priority": 4, "match": {"landing_param": "q=диван red"}, "number_id": st["id"]}))).await;
+        assert_eq!(s, 201);
         for (body, field) in [
             (json!({"match": {}}), "match"),
             (json!({"match": {"utm_source": "x"}}), "pool_id"),
@@ -342,12 +344,18 @@ async fn rules_choose_what_a_session_sees_and_the_script_is_served() {
             assert_eq!((s, v["errors"][0]["field"].as_str()), (422, Some(field)), "{body} -> {v}");
         }
         let (_, rules) = srv.call("GET", &format!("/api/v1/sites/{sid}/rules"), &tok, None).await;
-        assert_eq!(rules["items"].as_array().unwrap().len(), 3);
+        assert_eq!(rules["items"].as_array().unwrap().len(), 4);
 
         let (_, _, v) = post(&srv, "/t/v1/visit", Some(ORIGIN), &visit_body(key, &json!({"url": "https://shop.example/", "referrer": "https://www.avito.ru/moskva/mebel"}))).await;
         assert_eq!(v["numbers"][0]["number"], "+74952000050");
         let (_, _, v) = post(&srv, "/t/v1/visit", Some(ORIGIN), &visit_body(key, &json!({"url": "https://shop.example/jobs/driver"}))).await;
         assert_eq!(v["numbers"], json!([]));
+        // A landing parameter is read from the visit's URL, decoded as a form; what follows
+        // the fragment is not the query.
+        let (_, _, v) = post(&srv, "/t/v1/visit", Some(ORIGIN), &visit_body(key, &json!({"url": "https://shop.example/catalog?q=%D0%B4%D0%B8%D0%B2%D0%B0%D0%BD+red"}))).await;
+        assert_eq!(v["numbers"][0]["number"], "+74952000050", "{v}");
+        let (_, _, v) = post(&srv, "/t/v1/visit", Some(ORIGIN), &visit_body(key, &json!({"url": "https://shop.example/catalog?from=tv#q=%D0%B4%D0%B8%D0%B2%D0%B0%D0%BD+red"}))).await;
+        assert!(v["numbers"][0]["number"].as_str().is_some_and(|n| n != "+74952000050"), "{v}");
         let (_, _, v) = post(&srv, "/t/v1/visit", Some(ORIGIN), &visit_body(key, &json!({}))).await;
         assert!(v["numbers"][0]["number"].as_str().unwrap().starts_with("+7495200000"));
 
