@@ -12,7 +12,8 @@ pub const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.
 pub const SITE_NUMBER: &str = "+74951234567";
 /// The fallback number of the first benchmark site (pool dry, next page, ping).
 pub const FALLBACK: &str = "+74959999999";
-/// The fallback number of the fresh-number site (a number serves one site).
+/// The fallback number of a second site (a number serves one site): the load generator's
+/// fresh-number row, visit_cost's server phase.
 pub const FRESH_FALLBACK: &str = "+74959999998";
 /// The fallback number of the returning-number site.
 pub const RETURNING_FALLBACK: &str = "+74959999997";
