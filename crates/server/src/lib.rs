@@ -25,6 +25,7 @@ use axum::routing::get;
 use axum::Router;
 use calltrail_store::Store;
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -141,17 +142,27 @@ pub fn app(state: AppState) -> Router {
         .merge(tracking::router())
         .merge(hooks::router())
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            state.config.request_timeout,
-        ))
-        .layer(TraceLayer::new_for_http())
+        // One stack, applied once (outermost first): `Router::layer` boxes every route
+        // again for each layer it is given, and each box is cloned, and its future boxed,
+        // on every request. Inside the routing, so the metrics see the matched path.
+        .layer(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http())
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    state.config.request_timeout,
+                ))
+                // An axum response for the timeout's (which makes its own empty body).
+                .map_response(IntoResponse::into_response)
+                .layer(RequestBodyLimitLayer::new(body_limit))
+                // Back to axum's body, which `Router::layer` converted to between layers.
+                .map_request(|r: axum::extract::Request<_>| r.map(axum::body::Body::new))
+                .layer(DefaultBodyLimit::max(body_limit))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    metrics::track,
+                )),
+        )
         .with_state(state)
 }
 
