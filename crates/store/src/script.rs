@@ -8,6 +8,7 @@
 //! than SQLite's own work on a batch; and every argument was copied twice on the way.
 
 use std::borrow::Cow;
+
 use std::collections::hash_map::Entry;
 
 use foldhash::HashMap;
@@ -164,7 +165,21 @@ impl<'a> Script<'a> {
             Backend::Sqlite => '?',
             Backend::Postgres => '$',
         });
-        self.sql.push_str(itoa::Buffer::new().format(n));
+        let mut digits = [0_u8; 20];
+        let mut at = digits.len();
+        let mut n = n;
+        loop {
+            at -= 1;
+            // `n % 10` is below 10.
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for &d in &digits[at..] {
+            self.sql.push(char::from(d));
+        }
     }
 
     /// The statements' text, in order.
