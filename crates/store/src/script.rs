@@ -9,10 +9,6 @@
 
 use std::borrow::Cow;
 
-use std::collections::hash_map::Entry;
-
-use foldhash::HashMap;
-
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{Any, AnyConnection, Arguments, Row as _};
 
@@ -81,9 +77,6 @@ pub(crate) struct Script<'a> {
     done: Vec<(String, Vec<Value<'a>>)>,
     sql: String,
     args: Vec<Value<'a>>,
-    /// The current statement's borrowed texts, each with the index of its parameter: a
-    /// text given again is that parameter again, not a new one (see [`Script::val`]).
-    texts: HashMap<&'a str, usize>,
 }
 
 impl<'a> Script<'a> {
@@ -93,7 +86,6 @@ impl<'a> Script<'a> {
             done: Vec::new(),
             sql: String::new(),
             args: Vec::new(),
-            texts: HashMap::default(),
         }
     }
 
@@ -123,63 +115,19 @@ impl<'a> Script<'a> {
     }
 
     /// Append a parameter bound to `v`, after a comma unless it opens a list.
-    ///
-    /// A borrowed text the statement already has is bound once and named again (`?N`,
-    /// `$N`): a batch's rows share many values (the site, the channel, the browser, the
-    /// landing page), and SQLite copies every text it binds into memory of its own, then
-    /// frees it when the statement is put back. Owned texts are a row's own ids; they are
-    /// not looked up.
     pub fn val(&mut self, v: impl Into<Value<'a>>) -> &mut Self {
         if !(self.sql.is_empty() || self.sql.ends_with(['(', ' ', '\n'])) {
             self.sql.push_str(", ");
         }
-        let v = v.into();
-        if let Value::Text(Some(Cow::Borrowed(t))) = v {
-            if self.texts.capacity() == 0 {
-                // A batch's multi-row insert names about a hundred texts.
-                self.texts.reserve(128);
-            }
-            match self.texts.entry(t) {
-                Entry::Occupied(e) => {
-                    let n = *e.get() + 1;
-                    self.placeholder(n);
-                    return self;
-                }
-                Entry::Vacant(e) => {
-                    e.insert(self.args.len());
-                }
-            }
-        }
-        self.args.push(v);
+        self.args.push(v.into());
         match self.backend {
-            // `?` is the next number after the highest used so far, which is this one's.
             Backend::Sqlite => self.sql.push('?'),
-            Backend::Postgres => self.placeholder(self.args.len()),
+            Backend::Postgres => {
+                self.sql.push('$');
+                self.sql.push_str(&self.args.len().to_string());
+            }
         }
         self
-    }
-
-    /// `?n` or `$n`: the `n`th parameter (from 1).
-    fn placeholder(&mut self, n: usize) {
-        self.sql.push(match self.backend {
-            Backend::Sqlite => '?',
-            Backend::Postgres => '$',
-        });
-        let mut digits = [0_u8; 20];
-        let mut at = digits.len();
-        let mut n = n;
-        loop {
-            at -= 1;
-            // `n % 10` is below 10.
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        for &d in &digits[at..] {
-            self.sql.push(char::from(d));
-        }
     }
 
     /// The statements' text, in order.
@@ -196,7 +144,6 @@ impl<'a> Script<'a> {
         let sql = std::mem::take(&mut self.sql);
         let args = std::mem::take(&mut self.args);
         self.done.push((sql, args));
-        self.texts.clear();
     }
 
     /// Run every statement through sqlx, one by one (PostgreSQL's extended protocol takes
@@ -384,65 +331,6 @@ mod tests {
         assert_eq!(s.done[1].0, "UPDATE t SET a = ? WHERE b <= ?");
         assert_eq!(s.done[0].1[3], Value::Text(None));
         assert_eq!(s.done[1].1, vec![Value::Int(Some(2)), Value::Int(Some(5))]);
-    }
-
-    /// A borrowed text a statement already has names its parameter again; owned texts and
-    /// the next statement start afresh. The rows SQLite writes are the ones asked for.
-    #[test]
-    fn a_borrowed_text_given_again_is_bound_once() {
-        fn insert<'a>(s: &mut Script<'a>, rows: &'a [(i64, String, &'static str)]) {
-            s.write("INSERT").push("INTO t (a, b, c, d) VALUES ");
-            for (i, (a, b, c)) in rows.iter().enumerate() {
-                s.push(if i == 0 { "(" } else { ", (" })
-                    .val(*a)
-                    .val(b.as_str())
-                    .val(*c)
-                    .val("owned".to_owned())
-                    .push(")");
-            }
-            s.end();
-        }
-        let rows = [
-            (1_i64, "site-1".to_owned(), "a"),
-            (2, "site-1".to_owned(), "b"),
-            (3, "site-2".to_owned(), "a"),
-        ];
-        let mut s = Script::new(Backend::Postgres);
-        insert(&mut s, &rows);
-        assert_eq!(
-            s.done[0].0,
-            "INSERT INTO t (a, b, c, d) VALUES ($1, $2, $3, $4), ($5, $2, $6, $7), ($8, $9, $3, $10)"
-        );
-        assert_eq!(s.done[0].1.len(), 10);
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT, c TEXT, d TEXT)")
-            .unwrap();
-        let mut s = Script::new(Backend::Sqlite);
-        insert(&mut s, &rows);
-        s.push("SELECT a || b || c || d FROM t WHERE c = ")
-            .val("a")
-            .push(" ORDER BY a");
-        s.end();
-        assert_eq!(
-            s.texts(),
-            [
-                "INSERT OR ROLLBACK INTO t (a, b, c, d) VALUES (?, ?, ?, ?), (?, ?2, ?, ?), (?, ?, ?3, ?)",
-                "SELECT a || b || c || d FROM t WHERE c = ? ORDER BY a",
-            ]
-        );
-        assert_eq!(s.done[0].1.len(), 10);
-        assert_eq!(
-            s.run_sqlite(&conn).unwrap(),
-            ["1site-1aowned", "3site-2aowned"]
-        );
-        let all: Vec<String> = conn
-            .prepare("SELECT a || b || c || d FROM t ORDER BY a")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(all, ["1site-1aowned", "2site-1bowned", "3site-2aowned"]);
     }
 
     /// A database another connection holds locked is "unavailable" (the tracking endpoints
