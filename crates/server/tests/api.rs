@@ -501,3 +501,48 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     })
     .await;
 }
+
+/// A request whose body stops arriving is answered 408 once the request timeout passes
+/// (the timeout stands outside the body limits and the handler), and the server goes on
+/// answering. A body over the limit is still 413 from the same stack.
+#[tokio::test]
+async fn a_request_that_stalls_is_answered_408_after_the_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let db = calltrail_store::testing::sqlite().await;
+    let srv = TestServer::start_with(db, |c| {
+        c.request_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let addr = srv.base.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(
+        b"POST /t/v1/visit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 200\r\n\r\n{\"site_key\":",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut head = vec![0_u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut head))
+        .await
+        .expect("no answer within 10 s")
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    let r = srv.http.get(srv.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = srv
+        .http
+        .post(srv.url("/t/v1/visit"))
+        .body(vec![b' '; 200 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    srv.stop().await;
+}
