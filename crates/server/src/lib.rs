@@ -152,10 +152,11 @@ pub fn app(state: AppState) -> Router {
                     StatusCode::REQUEST_TIMEOUT,
                     state.config.request_timeout,
                 ))
-                // An axum response for the timeout's (which makes its own empty body).
+                // The timeout answers 408 with a default body of the inner response's body
+                // type, which the body limit's own type is not: make it axum's.
                 .map_response(IntoResponse::into_response)
                 .layer(RequestBodyLimitLayer::new(body_limit))
-                // Back to axum's body, which `Router::layer` converted to between layers.
+                // The body limit hands on a `Limited` body; the layers below take axum's.
                 .map_request(|r: axum::extract::Request<_>| r.map(axum::body::Body::new))
                 .layer(DefaultBodyLimit::max(body_limit))
                 .layer(axum::middleware::from_fn_with_state(
